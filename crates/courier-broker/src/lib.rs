@@ -1,0 +1,24 @@
+//! The broker side of Courier.
+//!
+//! This crate defines what every message broker looks like to Courier — the
+//! [`Backend`] trait and the types that cross it ([`Message`], [`Delivery`],
+//! [`SubscriptionSpec`]) — and ships the embedded in-process broker, which is
+//! what `courier run` uses when no broker is configured.
+//!
+//! Backends for real brokers live in their own crates and implement the same
+//! trait; the dispatcher and the `wasi:messaging` host never see which broker
+//! is behind a client.
+
+pub mod backend;
+pub mod embedded;
+pub mod error;
+pub mod message;
+pub mod pattern;
+
+pub use backend::{
+    Acker, Backend, Delivery, Features, Mode, Subscription, SubscriptionSpec, DEFAULT_ACK_WAIT,
+};
+pub use embedded::EmbeddedBroker;
+pub use error::BrokerError;
+pub use message::Message;
+pub use pattern::Pattern;

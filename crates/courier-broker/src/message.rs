@@ -1,0 +1,63 @@
+//! The host-side message: what a backend publishes and delivers.
+
+use bytes::Bytes;
+
+/// Metadata key under which Courier hands each delivered message its delivery id.
+pub const DELIVERY_ID_KEY: &str = "courier-delivery-id";
+/// Metadata key with the delivery attempt (1 for the first delivery).
+pub const ATTEMPT_KEY: &str = "courier-attempt";
+/// Dead letters: the topic the message was originally delivered on.
+pub const ORIGINAL_TOPIC_KEY: &str = "courier-original-topic";
+/// Dead letters: how many times delivery was attempted.
+pub const ATTEMPTS_KEY: &str = "courier-attempts";
+/// Dead letters: the last error (guest error, trap, timeout, or abandon).
+pub const LAST_ERROR_KEY: &str = "courier-last-error";
+
+/// A message as it travels through a broker.
+///
+/// It mirrors the WIT `message` record; `metadata` is empty where the WIT
+/// record has `none`. `data` is reference counted so that fan-out to several
+/// subscribers does not copy the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The topic/subject/channel the message is sent on or was received on.
+    pub topic: String,
+    /// Optional content type of `data`.
+    pub content_type: Option<String>,
+    /// Optional topic for replies.
+    pub reply_to: Option<String>,
+    /// The payload.
+    pub data: Bytes,
+    /// Headers, in order; keys may repeat.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Message {
+    /// A message with just a topic and a payload.
+    pub fn new(topic: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            data: data.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The first metadata value for `key`.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key` to `value`, replacing every earlier value of that key.
+    pub fn set_meta(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_string(), value.into()));
+    }
+
+    /// Removes every value of `key`.
+    pub fn remove_meta(&mut self, key: &str) {
+        self.metadata.retain(|(k, _)| k != key);
+    }
+}

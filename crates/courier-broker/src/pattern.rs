@@ -1,0 +1,218 @@
+//! Channel patterns in NATS syntax, used by every backend.
+//!
+//! Channels are dot-separated tokens (`orders.eu.created`). In a pattern `*`
+//! stands for exactly one token and `>` (last token only) for one or more
+//! tokens. Backends translate patterns into their own syntax (MQTT `+`/`#`,
+//! AMQP `*`/`#`, ...); allow-lists are patterns too, and [`Pattern::covers`]
+//! decides whether a subscription stays inside one.
+
+use std::fmt;
+
+use crate::BrokerError;
+
+/// One token of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Token {
+    Literal(String),
+    /// `*`: exactly one token.
+    One,
+    /// `>`: one or more tokens; always last.
+    Rest,
+}
+
+/// A validated channel pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pattern {
+    source: String,
+    tokens: Vec<Token>,
+}
+
+impl Pattern {
+    /// Parses a pattern, rejecting empty tokens and a `>` that is not last.
+    pub fn parse(source: &str) -> Result<Self, BrokerError> {
+        if source.is_empty() {
+            return Err(BrokerError::Invalid("empty channel".into()));
+        }
+        let parts: Vec<&str> = source.split('.').collect();
+        let mut tokens = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let token = match *part {
+                "" => {
+                    return Err(BrokerError::Invalid(format!(
+                        "channel `{source}` has an empty token"
+                    )));
+                }
+                "*" => Token::One,
+                ">" if i + 1 == parts.len() => Token::Rest,
+                ">" => {
+                    return Err(BrokerError::Invalid(format!(
+                        "channel `{source}`: `>` may only be the last token"
+                    )));
+                }
+                p if p.chars().any(char::is_whitespace) => {
+                    return Err(BrokerError::Invalid(format!(
+                        "channel `{source}` contains white space"
+                    )));
+                }
+                p => Token::Literal(p.to_string()),
+            };
+            tokens.push(token);
+        }
+        Ok(Self {
+            source: source.to_string(),
+            tokens,
+        })
+    }
+
+    /// Parses a concrete channel name (no wildcards), as used to publish.
+    pub fn parse_literal(source: &str) -> Result<Self, BrokerError> {
+        let p = Self::parse(source)?;
+        if p.is_literal() {
+            Ok(p)
+        } else {
+            Err(BrokerError::Invalid(format!(
+                "cannot publish to `{source}`: wildcards are only valid in subscriptions"
+            )))
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern has no wildcard.
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
+    /// Whether the concrete `topic` matches this pattern.
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut parts = topic.split('.');
+        for token in &self.tokens {
+            match token {
+                Token::Rest => return parts.next().is_some_and(|p| !p.is_empty()),
+                Token::One => match parts.next() {
+                    Some(p) if !p.is_empty() => {}
+                    _ => return false,
+                },
+                Token::Literal(l) => match parts.next() {
+                    Some(p) if p == l => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// Whether every channel matched by `other` is also matched by `self`:
+    /// the test for a subscription staying inside an allow-list entry.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let mut theirs = other.tokens.iter();
+        for mine in &self.tokens {
+            match (mine, theirs.next()) {
+                (_, None) => return false,
+                (Token::Rest, Some(_)) => return true,
+                (Token::One, Some(Token::One | Token::Literal(_))) => {}
+                (Token::Literal(a), Some(Token::Literal(b))) if a == b => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
+    /// The pattern in MQTT syntax: `/` separators, `+` and `#` wildcards.
+    pub fn to_mqtt(&self) -> String {
+        self.join("/", "+", "#")
+    }
+
+    /// The pattern as an AMQP topic-exchange binding key: `*` and `#`.
+    pub fn to_amqp(&self) -> String {
+        self.join(".", "*", "#")
+    }
+
+    fn join(&self, sep: &str, one: &str, rest: &str) -> String {
+        let parts: Vec<&str> = self
+            .tokens
+            .iter()
+            .map(|t| match t {
+                Token::Literal(l) => l.as_str(),
+                Token::One => one,
+                Token::Rest => rest,
+            })
+            .collect();
+        parts.join(sep)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// Whether any pattern in `allow` matches the concrete `topic`.
+pub fn allowed_topic(allow: &[Pattern], topic: &str) -> bool {
+    allow.iter().any(|a| a.matches(topic))
+}
+
+/// Whether any pattern in `allow` covers the subscription pattern `wanted`.
+pub fn allowed_pattern(allow: &[Pattern], wanted: &Pattern) -> bool {
+    allow.iter().any(|a| a.covers(wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn matching() {
+        assert!(p("a.b").matches("a.b"));
+        assert!(!p("a.b").matches("a.b.c"));
+        assert!(!p("a.b").matches("a"));
+        assert!(p("a.*").matches("a.b"));
+        assert!(!p("a.*").matches("a.b.c"));
+        assert!(!p("a.*").matches("a"));
+        assert!(p("a.>").matches("a.b.c"));
+        assert!(!p("a.>").matches("a"));
+        assert!(p(">").matches("x"));
+        assert!(p("*.b.>").matches("a.b.c.d"));
+        assert!(!p("a.*").matches("a."));
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert!(Pattern::parse("").is_err());
+        assert!(Pattern::parse("a..b").is_err());
+        assert!(Pattern::parse("a.>.b").is_err());
+        assert!(Pattern::parse("a b").is_err());
+        assert!(Pattern::parse_literal("a.*").is_err());
+        assert!(Pattern::parse_literal("a.b").is_ok());
+    }
+
+    #[test]
+    fn covering() {
+        assert!(p(">").covers(&p("a.b")));
+        assert!(p(">").covers(&p("a.>")));
+        assert!(p("a.>").covers(&p("a.*")));
+        assert!(p("a.>").covers(&p("a.b.>")));
+        assert!(!p("a.>").covers(&p("a")));
+        assert!(!p("a.>").covers(&p(">")));
+        assert!(p("a.*").covers(&p("a.b")));
+        assert!(p("a.*").covers(&p("a.*")));
+        assert!(!p("a.*").covers(&p("a.>")));
+        assert!(!p("a.b").covers(&p("a.*")));
+        assert!(!p("in").covers(&p("out")));
+        assert!(p("in").covers(&p("in")));
+    }
+
+    #[test]
+    fn translation() {
+        assert_eq!(p("a.*.>").to_mqtt(), "a/+/#");
+        assert_eq!(p("a.*.>").to_amqp(), "a.*.#");
+    }
+}
