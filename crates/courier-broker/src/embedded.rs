@@ -350,8 +350,14 @@ mod tests {
     #[tokio::test]
     async fn broadcast_reaches_every_subscriber() {
         let b = EmbeddedBroker::new();
-        let mut s1 = b.subscribe(SubscriptionSpec::broadcast(pat("a.*"))).await.unwrap();
-        let mut s2 = b.subscribe(SubscriptionSpec::broadcast(pat("a.b"))).await.unwrap();
+        let mut s1 = b
+            .subscribe(SubscriptionSpec::broadcast(pat("a.*")))
+            .await
+            .unwrap();
+        let mut s2 = b
+            .subscribe(SubscriptionSpec::broadcast(pat("a.b")))
+            .await
+            .unwrap();
         b.publish(vec![Message::new("a.b", "x"), Message::new("c", "y")])
             .await
             .unwrap();
@@ -367,8 +373,14 @@ mod tests {
     #[tokio::test]
     async fn competing_consumers_share_messages() {
         let b = EmbeddedBroker::new();
-        let mut s1 = b.subscribe(SubscriptionSpec::competing(pat("q"), "g")).await.unwrap();
-        let mut s2 = b.subscribe(SubscriptionSpec::competing(pat("q"), "g")).await.unwrap();
+        let mut s1 = b
+            .subscribe(SubscriptionSpec::competing(pat("q"), "g"))
+            .await
+            .unwrap();
+        let mut s2 = b
+            .subscribe(SubscriptionSpec::competing(pat("q"), "g"))
+            .await
+            .unwrap();
         b.publish(vec![Message::new("q", "1"), Message::new("q", "2")])
             .await
             .unwrap();
@@ -383,7 +395,10 @@ mod tests {
     #[tokio::test]
     async fn nack_redelivers_with_attempt_and_double_settle_fails() {
         let b = EmbeddedBroker::new();
-        let mut s = b.subscribe(SubscriptionSpec::broadcast(pat("t"))).await.unwrap();
+        let mut s = b
+            .subscribe(SubscriptionSpec::broadcast(pat("t")))
+            .await
+            .unwrap();
         b.publish(vec![Message::new("t", "x")]).await.unwrap();
         let d = next(&mut s).await;
         d.acker.nack(Duration::from_millis(20)).await.unwrap();
@@ -413,7 +428,10 @@ mod tests {
     #[tokio::test]
     async fn close_stops_delivery_and_drops_broadcast_queue() {
         let b = EmbeddedBroker::new();
-        let mut s = b.subscribe(SubscriptionSpec::broadcast(pat("t"))).await.unwrap();
+        let mut s = b
+            .subscribe(SubscriptionSpec::broadcast(pat("t")))
+            .await
+            .unwrap();
         s.close().await.unwrap();
         b.publish(vec![Message::new("t", "x")]).await.unwrap();
         assert!(s.next().await.is_none());

@@ -16,7 +16,7 @@ pub mod message;
 pub mod pattern;
 
 pub use backend::{
-    Acker, Backend, Delivery, Features, Mode, Subscription, SubscriptionSpec, DEFAULT_ACK_WAIT,
+    Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,
 };
 pub use embedded::EmbeddedBroker;
 pub use error::BrokerError;

@@ -1,1 +1,61 @@
-fn main(){}
+//! `courier`: run `wasi:messaging` components on any broker.
+
+mod check;
+mod http;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "courier",
+    version,
+    about = "Run wasi:messaging components on any broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a component (and/or the guests of a config file).
+    Run(run::RunArgs),
+    /// Check that a file is a component exporting the messaging guest interface.
+    Check {
+        /// The component file.
+        component: PathBuf,
+        /// A config file whose settings the component should link under.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run::run(args))),
+        Command::Check { component, config } => check::check(&component, config.as_deref()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP endpoint: ingress into the broker, Prometheus metrics, health.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use courier_broker::{Backend, BrokerError, Message, Pattern};
+use courier_runtime::Runtime;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub ingress: Arc<dyn Backend>,
+    pub metrics: Option<PrometheusHandle>,
+    pub max_body: usize,
+}
+
+/// Binds `addr` and serves in the background.
+pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<JoinHandle<()>> {
+    let max_body = state.max_body;
+    let app = Router::new()
+        .route("/v1/channels/{channel}", post(publish))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("http server: {e}");
+        }
+    }))
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if let Err(e) = Pattern::parse_literal(&channel) {
+        return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    }
+    let mut message = Message::new(channel, body);
+    message.content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match state.ingress.publish(vec![message]).await {
+        Ok(()) => {
+            metrics::counter!("courier_ingress_messages_total").increment(1);
+            (StatusCode::ACCEPTED, "accepted\n".into())
+        }
+        Err(e @ BrokerError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, format!("{e}\n")),
+        Err(e @ BrokerError::Connection { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+        Err(e @ BrokerError::Invalid(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::NOT_FOUND, "metrics are off\n".into()),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    let guests = state.runtime.guests().len();
+    (
+        StatusCode::OK,
+        format!("{{\"status\":\"ok\",\"guests\":{guests}}}\n"),
+    )
+}

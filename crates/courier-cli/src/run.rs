@@ -1,0 +1,232 @@
+//! `courier run`: a component and/or the guests of a config file.
+//!
+//! With no config file the component runs on the embedded broker with no
+//! allow-lists. `--stdin CH` turns each line of standard input into a message
+//! on CH, and ends the run once input ends and every message is settled;
+//! `--print CH` prints every message on CH to standard output.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use courier_broker::{Backend, Message, Pattern, SubscriptionSpec};
+use courier_runtime::{Config, GuestConfig, Runtime, StatsSnapshot};
+use tokio::io::AsyncBufReadExt;
+use tokio::task::JoinHandle;
+
+use crate::http;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The component to run (optional when the config file declares guests).
+    component: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Name of the guest COMPONENT runs as (default: its file stem). Settings
+    /// under `[guests.NAME]` in the config apply to it.
+    #[arg(long)]
+    name: Option<String>,
+    /// Subscribe the guest to CH (repeatable).
+    #[arg(long = "subscribe", value_name = "CH")]
+    subscribe: Vec<String>,
+    /// Publish each line of standard input to CH; exit when all is settled.
+    #[arg(long, value_name = "CH")]
+    stdin: Option<String>,
+    /// Print every message published to CH on standard output (repeatable).
+    #[arg(long = "print", value_name = "CH")]
+    print: Vec<String>,
+    /// Serve HTTP ingress, /metrics and /healthz on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+/// Builds the configuration from the file and the flags.
+fn configure(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = &args.listen {
+        config.host.listen = Some(listen.clone());
+    }
+    if let Some(path) = &args.component {
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .context("cannot name the guest after the component file; pass --name")?
+                .to_string(),
+        };
+        let guest = config.guests.entry(name.clone()).or_insert_with(|| {
+            tracing::info!(
+                guest = %name,
+                "no [guests.{name}] in the config: the guest may publish and subscribe anywhere"
+            );
+            GuestConfig {
+                allow_publish: vec![">".into()],
+                allow_subscribe: Some(vec![">".into()]),
+                ..GuestConfig::default()
+            }
+        });
+        guest.component = Some(path.clone());
+        guest.subscribe.extend(args.subscribe.iter().cloned());
+        if guest.subscribe.is_empty()
+            && let Some(ch) = &args.stdin
+        {
+            guest.subscribe.push(ch.clone());
+        }
+    } else if !args.subscribe.is_empty() {
+        bail!("--subscribe needs a COMPONENT");
+    }
+    if config.guests.is_empty() {
+        bail!("nothing to run: give a COMPONENT or a --config with [guests.*]");
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = configure(&args)?;
+    let host = config.host.clone();
+    let metrics = match &host.listen {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .context("installing the metrics recorder")?,
+        ),
+        None => None,
+    };
+    let runtime = Arc::new(Runtime::new(config)?);
+    let ingress = runtime.ingress().await?;
+    let mut printers = Vec::new();
+    for ch in &args.print {
+        printers.push(print(ingress.clone(), ch).await?);
+    }
+    runtime.start().await?;
+    let server = match &host.listen {
+        Some(addr) => Some(
+            http::serve(
+                addr,
+                http::AppState {
+                    runtime: runtime.clone(),
+                    ingress: ingress.clone(),
+                    metrics,
+                    max_body: host.max_ingress_bytes,
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let summary = (host.summary_secs > 0)
+        .then(|| tokio::spawn(summaries(runtime.clone(), host.summary_secs)));
+    let outcome = match &args.stdin {
+        Some(ch) => feed_stdin(&runtime, &ingress, ch).await,
+        None => {
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for ctrl-c")?;
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    runtime.stop().await;
+    for task in printers.into_iter().chain(summary).chain(server) {
+        task.abort();
+    }
+    let t = runtime.totals();
+    tracing::info!(
+        "done: {} delivered, {} accepted, {} redelivered, {} dead-lettered, {} traps",
+        t.delivered,
+        t.accepted,
+        t.redelivered,
+        t.dead_lettered,
+        t.traps
+    );
+    outcome
+}
+
+/// Prints every message on `ch`, one line each, and acks it.
+async fn print(backend: Arc<dyn Backend>, ch: &str) -> anyhow::Result<JoinHandle<()>> {
+    let pattern = Pattern::parse(ch).with_context(|| format!("--print {ch}"))?;
+    let mut sub = backend
+        .subscribe(SubscriptionSpec::broadcast(pattern))
+        .await?;
+    Ok(tokio::spawn(async move {
+        while let Some(next) = sub.next().await {
+            match next {
+                Ok(d) => {
+                    {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&d.message.data);
+                        let _ = out.write_all(b"\n");
+                        let _ = out.flush();
+                    }
+                    if let Err(e) = d.acker.ack().await {
+                        tracing::warn!("--print: ack failed: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("--print: {e}"),
+            }
+        }
+    }))
+}
+
+/// Publishes each line of standard input to `ch`, then waits until everything is settled.
+async fn feed_stdin(runtime: &Runtime, ingress: &Arc<dyn Backend>, ch: &str) -> anyhow::Result<()> {
+    Pattern::parse_literal(ch).with_context(|| format!("--stdin {ch}"))?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut sent = 0u64;
+    while let Some(line) = lines.next_line().await.context("reading standard input")? {
+        let mut m = Message::new(ch, line.into_bytes());
+        m.content_type = Some("text/plain".into());
+        ingress
+            .publish(vec![m])
+            .await
+            .with_context(|| format!("publishing to `{ch}`"))?;
+        sent += 1;
+    }
+    tracing::debug!("standard input ended after {sent} messages; draining");
+    drain(runtime, ingress.as_ref()).await;
+    Ok(())
+}
+
+/// Waits until no message is queued, being handled, or unsettled in the broker.
+async fn drain(runtime: &Runtime, ingress: &dyn Backend) {
+    // Backends that cannot count unsettled messages get a quiet period instead.
+    let needed = if ingress.unsettled().is_some() { 3 } else { 50 };
+    let mut quiet = 0;
+    while quiet < needed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if runtime.idle() && ingress.unsettled().unwrap_or(0) == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+    }
+}
+
+/// Logs a progress line whenever the counters moved.
+async fn summaries(runtime: Arc<Runtime>, every: u64) {
+    let mut last = StatsSnapshot::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let t = runtime.totals();
+        if t != last {
+            tracing::info!(
+                "progress: {} delivered, {} accepted, {} redelivered, {} dead-lettered, {} traps",
+                t.delivered,
+                t.accepted,
+                t.redelivered,
+                t.dead_lettered,
+                t.traps
+            );
+            last = t;
+        }
+    }
+}

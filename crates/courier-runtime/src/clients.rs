@@ -1,0 +1,76 @@
+//! The client pool: configured client names to shared broker connections.
+//!
+//! Connections are made once and shared by every guest and instance, so
+//! `client.connect` is a lookup. All `embedded` clients of one host share the
+//! one in-process broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use courier_broker::{Backend, BrokerError, EmbeddedBroker};
+use courier_wasi_messaging::Connector;
+
+use crate::config::{BackendKind, ClientConfig};
+
+/// Named, pooled broker connections.
+pub struct ClientPool {
+    configs: BTreeMap<String, ClientConfig>,
+    embedded: EmbeddedBroker,
+    connected: Mutex<HashMap<String, Arc<dyn Backend>>>,
+}
+
+impl ClientPool {
+    /// A pool for the given clients; nothing connects until first use.
+    pub fn new(configs: BTreeMap<String, ClientConfig>) -> Self {
+        Self {
+            configs,
+            embedded: EmbeddedBroker::new(),
+            connected: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The host's embedded broker.
+    pub fn embedded(&self) -> &EmbeddedBroker {
+        &self.embedded
+    }
+
+    /// The client's configuration.
+    pub fn config(&self, name: &str) -> Option<&ClientConfig> {
+        self.configs.get(name)
+    }
+
+    /// Connects client `name`, or returns its existing connection.
+    pub async fn get(&self, name: &str) -> Result<Arc<dyn Backend>, BrokerError> {
+        if let Some(b) = self.lock().get(name) {
+            return Ok(b.clone());
+        }
+        let config = self
+            .configs
+            .get(name)
+            .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))?;
+        let backend: Arc<dyn Backend> = match config.backend {
+            BackendKind::Embedded => Arc::new(self.embedded.clone()),
+        };
+        Ok(self
+            .lock()
+            .entry(name.to_string())
+            .or_insert(backend)
+            .clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Backend>>> {
+        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Connector for ClientPool {
+    fn knows(&self, name: &str) -> bool {
+        self.configs.contains_key(name)
+    }
+
+    async fn connect(&self, name: &str) -> Result<Arc<dyn Backend>, BrokerError> {
+        self.get(name).await
+    }
+}

@@ -1,0 +1,113 @@
+//! The wasmtime engine: configuration, the epoch ticker behind handler
+//! deadlines, and loading components with clear errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use wasmtime::component::Component;
+use wasmtime::component::types::{ComponentExtern, ComponentItem};
+use wasmtime::{Config, Engine};
+
+/// The name of the interface a guest must export.
+pub const GUEST_INTERFACE: &str = "wasi:messaging/guest@0.2.0-draft";
+
+/// How often the epoch advances; handler deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine every guest runs on, and starts its epoch ticker.
+pub fn new_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("courier-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("starting the epoch thread")?;
+    Ok(engine)
+}
+
+/// Epoch ticks for a deadline, rounded up, at least one.
+pub fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() as u64)
+        .div_ceil(EPOCH_TICK.as_millis() as u64)
+        .max(1)
+}
+
+/// Loads a component file, with an error that says what the file is when it
+/// is not a component.
+pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read component `{}`", path.display()))?;
+    let component = compile(engine, &bytes).with_context(|| format!("`{}`", path.display()))?;
+    check_exports(engine, &component).with_context(|| format!("`{}`", path.display()))?;
+    Ok(component)
+}
+
+/// Compiles component bytes, explaining what they are when they are not a component.
+pub fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        bail!(
+            "not a WebAssembly file (it is {} bytes and does not start with the `\\0asm` magic)",
+            bytes.len()
+        );
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "a core WebAssembly module, not a component: build the guest for `wasm32-wasip2` \
+             (or wrap the module with `wasm-tools component new`)"
+        );
+    }
+    Component::from_binary(engine, bytes).map_err(|e| anyhow!("not a valid component: {e:#}"))
+}
+
+/// Fails unless the component exports the guest interface with its `handler`.
+pub fn check_exports(engine: &Engine, component: &Component) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    let guest = ty
+        .exports(engine)
+        .find(|(name, _)| *name == GUEST_INTERFACE);
+    match guest {
+        Some((
+            _,
+            ComponentExtern {
+                ty: ComponentItem::ComponentInstance(inst),
+                ..
+            },
+        )) => {
+            if inst.exports(engine).any(|(n, _)| n == "handler") {
+                Ok(())
+            } else {
+                bail!("exports `{GUEST_INTERFACE}` without a `handler` function")
+            }
+        }
+        _ => {
+            let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+            bail!(
+                "does not export `{GUEST_INTERFACE}` (it exports: {})",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )
+        }
+    }
+}
+
+/// What a component imports and exports, for `courier check`.
+pub fn describe(engine: &Engine, component: &Component) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    (imports, exports)
+}

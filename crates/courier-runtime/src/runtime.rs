@@ -1,0 +1,174 @@
+//! The host as a whole: one engine, one client pool, and the guests of a
+//! configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use courier_broker::{Backend, Pattern};
+use courier_wasi_messaging::GuestPolicy;
+use courier_wasi_messaging::bindings::MessagingPre;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::clients::ClientPool;
+use crate::config::{ClientConfig, Config};
+use crate::engine::{load_component, new_engine};
+use crate::guest::{GuestRuntime, StatsSnapshot};
+use crate::state::GuestState;
+
+/// A configured host, ready to start.
+pub struct Runtime {
+    engine: Engine,
+    clients: Arc<ClientPool>,
+    guests: Vec<Arc<GuestRuntime>>,
+    ingress_client: String,
+}
+
+/// A linker with WASI p2 and `wasi:messaging`.
+pub fn linker(engine: &Engine) -> anyhow::Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    courier_wasi_messaging::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+impl Runtime {
+    /// Compiles every guest's component and links it; nothing runs yet.
+    /// With no clients declared, a `default` client on the embedded broker is added.
+    pub fn new(mut config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        if config.clients.is_empty() {
+            config
+                .clients
+                .insert("default".into(), ClientConfig::embedded());
+        }
+        let ingress_client = config
+            .host
+            .ingress_client
+            .clone()
+            .or_else(|| {
+                config
+                    .clients
+                    .contains_key("default")
+                    .then(|| "default".into())
+            })
+            .or_else(|| config.clients.keys().next().cloned())
+            .unwrap_or_default();
+        let engine = new_engine()?;
+        let linker = linker(&engine)?;
+        let clients = Arc::new(ClientPool::new(config.clients.clone()));
+        let mut guests = Vec::new();
+        for (name, guest) in config.guests {
+            let path = guest.component.clone().with_context(|| {
+                format!("invalid config: `guests.{name}.component`: no component given")
+            })?;
+            let component = load_component(&engine, &path)?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "`{}` imports something Courier does not provide",
+                        path.display()
+                    )
+                })?;
+            let pre = MessagingPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("`{}`: guest interface", path.display()))?;
+            let parse = |list: &[String]| -> Vec<Pattern> {
+                list.iter().filter_map(|p| Pattern::parse(p).ok()).collect()
+            };
+            let policy = GuestPolicy {
+                name: name.clone(),
+                default_client: guest.client.clone(),
+                clients: guest.granted_clients(),
+                publish: parse(&guest.allow_publish),
+                subscribe: parse(guest.subscribe_allow_list()),
+                max_message_bytes: guest.max_message_bytes,
+                broker_timeout: Duration::from_millis(
+                    clients
+                        .config(&guest.client)
+                        .map_or(5_000, |c| c.timeout_ms),
+                ),
+            };
+            guests.push(GuestRuntime::new(
+                &name,
+                guest,
+                policy,
+                engine.clone(),
+                pre,
+                clients.clone(),
+            ));
+        }
+        Ok(Self {
+            engine,
+            clients,
+            guests,
+            ingress_client,
+        })
+    }
+
+    /// Subscribes every guest and starts its workers.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        for guest in &self.guests {
+            guest.start().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every guest: subscriptions first, then workers after their batch.
+    pub async fn stop(&self) {
+        for guest in &self.guests {
+            guest.stop().await;
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The client pool.
+    pub fn clients(&self) -> &Arc<ClientPool> {
+        &self.clients
+    }
+
+    /// The client that ingress (HTTP, `--stdin`) publishes through.
+    pub async fn ingress(&self) -> anyhow::Result<Arc<dyn Backend>> {
+        self.clients
+            .get(&self.ingress_client)
+            .await
+            .with_context(|| format!("connecting client `{}`", self.ingress_client))
+    }
+
+    /// The running guests.
+    pub fn guests(&self) -> &[Arc<GuestRuntime>] {
+        &self.guests
+    }
+
+    /// A guest by name.
+    pub fn guest(&self, name: &str) -> Option<&Arc<GuestRuntime>> {
+        self.guests.iter().find(|g| g.name() == name)
+    }
+
+    /// Whether no guest has work queued, running or held.
+    pub fn idle(&self) -> bool {
+        self.guests.iter().all(|g| g.idle())
+    }
+
+    /// Counters summed over all guests.
+    pub fn totals(&self) -> StatsSnapshot {
+        self.guests
+            .iter()
+            .map(|g| g.stats())
+            .fold(StatsSnapshot::default(), |a, s| StatsSnapshot {
+                delivered: a.delivered + s.delivered,
+                accepted: a.accepted + s.accepted,
+                redelivered: a.redelivered + s.redelivered,
+                dead_lettered: a.dead_lettered + s.dead_lettered,
+                traps: a.traps + s.traps,
+                errors: a.errors + s.errors,
+            })
+    }
+}
