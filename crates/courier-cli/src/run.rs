@@ -128,9 +128,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let outcome = match &args.stdin {
         Some(ch) => feed_stdin(&runtime, &ingress, ch).await,
         None => {
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for ctrl-c")?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+                _ = term.recv() => {}
+            }
             tracing::info!("shutting down");
             Ok(())
         }

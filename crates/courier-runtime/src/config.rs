@@ -77,7 +77,7 @@ pub struct Config {
 
 /// Host-wide settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HostConfig {
     /// Address of the HTTP endpoint (ingress, `/metrics`, `/healthz`).
     pub listen: Option<String>,

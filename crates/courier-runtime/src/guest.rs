@@ -193,6 +193,11 @@ impl GuestRuntime {
         v
     }
 
+    /// Deliveries handed to the guest and not settled yet.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+
     /// Whether nothing is queued, being handled, or (in auto-ack mode) held.
     pub fn idle(&self) -> bool {
         self.tx.capacity() == self.tx.max_capacity()
@@ -383,14 +388,24 @@ impl GuestRuntime {
 
     async fn worker(self: Arc<Self>) {
         let mut instance: Option<Instance> = None;
-        while let Some(batch) = self.next_batch().await {
+        let mut carry = None;
+        while let Some(batch) = self.next_batch(&mut carry).await {
             self.handle(&mut instance, batch).await;
             self.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Waits for a batch; `None` at shutdown. Counts the worker busy on return.
-    async fn next_batch(&self) -> Option<Vec<Inbound>> {
+    ///
+    /// A redelivered message travels alone, so that one poison message cannot
+    /// take the rest of its first batch down with it again; `carry` keeps a
+    /// redelivery met while filling a batch for the next one.
+    async fn next_batch(&self, carry: &mut Option<Inbound>) -> Option<Vec<Inbound>> {
+        let isolated = |d: &Inbound| d.delivery.attempt > 1;
+        if let Some(first) = carry.take() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            return Some(vec![first]);
+        }
         let mut shutdown = self.shutdown.subscribe();
         let mut rx = self.rx.lock().await;
         let first = tokio::select! {
@@ -398,17 +413,25 @@ impl GuestRuntime {
             _ = shutdown.wait_for(|s| *s) => return None,
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
+        if isolated(&first) {
+            return Some(vec![first]);
+        }
         let mut batch = vec![first];
         let linger = Instant::now() + Duration::from_millis(self.config.batch_linger_ms);
         while batch.len() < self.config.batch_size {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
+            let next = match rx.try_recv() {
+                Ok(d) => d,
                 Err(_) if self.config.batch_linger_ms == 0 => break,
                 Err(_) => match tokio::time::timeout_at(linger, rx.recv()).await {
-                    Ok(Some(d)) => batch.push(d),
+                    Ok(Some(d)) => d,
                     _ => break,
                 },
+            };
+            if isolated(&next) {
+                *carry = Some(next);
+                break;
             }
+            batch.push(next);
         }
         Some(batch)
     }
@@ -545,7 +568,13 @@ impl GuestRuntime {
             Ok(Err(trap)) if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 format!("handler ran past its deadline of {deadline:?}")
             }
-            Ok(Err(trap)) => format!("guest trapped: {trap:#}"),
+            Ok(Err(trap)) => {
+                tracing::debug!(guest = %self.name, "trap: {trap:?}");
+                match trap.downcast_ref::<Trap>() {
+                    Some(code) => format!("guest trapped: {code}"),
+                    None => format!("guest trapped: {}", trap.root_cause()),
+                }
+            }
             Err(_) => {
                 format!("handler ran past its deadline of {deadline:?} (blocked in a host call)")
             }
@@ -674,9 +703,19 @@ async fn pump(
             _ = &mut stop => break,
             next = sub.next() => match next {
                 Some(Ok(delivery)) => {
-                    let inbound = Inbound { delivery, source: source.clone() };
-                    if tx.send(inbound).await.is_err() {
-                        break;
+                    // Waiting for room in the queue must not block an
+                    // unsubscribe: the guest may be unsubscribing from inside
+                    // the handler that would make the room.
+                    let permit = tokio::select! {
+                        permit = tx.reserve() => permit,
+                        _ = &mut stop => {
+                            let _ = delivery.acker.nack(Duration::ZERO).await;
+                            break;
+                        }
+                    };
+                    match permit {
+                        Ok(permit) => permit.send(Inbound { delivery, source: source.clone() }),
+                        Err(_) => break,
                     }
                 }
                 Some(Err(e)) => {

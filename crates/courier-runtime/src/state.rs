@@ -81,6 +81,9 @@ impl LineWriter {
     fn emit(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            return;
+        }
         tracing::info!(target: "courier::guest", guest = %self.log.guest, stream = self.log.stream, "{text}");
     }
 }

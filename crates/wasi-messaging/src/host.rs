@@ -93,7 +93,7 @@ impl types::HostClient for WasiMessaging<'_> {
                 "no client named `{name}`"
             )))));
         }
-        if !policy.clients.iter().any(|c| *c == name) {
+        if !policy.clients.contains(&name) {
             return Ok(Err(self.refuse(MessagingError::Unauthorized(format!(
                 "client `{name}` is not granted to this guest"
             )))));

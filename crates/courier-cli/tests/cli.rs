@@ -1,0 +1,264 @@
+//! The `courier` command, run as a user runs it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const COURIER: &str = env!("CARGO_BIN_EXE_courier");
+
+/// Runs `courier ARGS` with `input` on stdin; kills it after 60 s.
+fn courier(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(COURIER)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn courier");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("courier {args:?} did not finish in 60 s");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn stdin_lines_flow_through_uppercase_to_stdout() {
+    let out = courier(
+        &[
+            "run",
+            test_programs::UPPERCASE,
+            "--stdin",
+            "in",
+            "--print",
+            "out",
+        ],
+        "hello\nworld\n",
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO\nWORLD\n");
+}
+
+#[test]
+fn a_trapping_guest_does_not_stop_the_run() {
+    let out = courier(
+        &[
+            "run",
+            test_programs::FLAKY,
+            "--stdin",
+            "in",
+            "--print",
+            "out",
+        ],
+        "one\ntrap now\ntwo\n",
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("guest trapped"), "{stderr}");
+    assert!(stderr.contains("dropping message"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_a_guest_and_explains_what_is_not_one() {
+    let out = courier(&["check", test_programs::UPPERCASE], "");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("wasi:messaging/producer@0.2.0-draft"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok: exports wasi:messaging/guest@0.2.0-draft"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("notes.txt", b"hello, I am text", "not a WebAssembly file"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "broken.wasm",
+            b"\0asm\x0d\0\x01\0\xff\xff",
+            "not a valid component",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = courier(&["check", path.to_str().unwrap()], "");
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        let out = courier(&["run", path.to_str().unwrap()], "");
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(expected), "run {name}");
+    }
+    let out = courier(&["check", "/nonexistent/guest.wasm"], "");
+    assert!(text(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn bad_config_names_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("courier.toml");
+    std::fs::write(
+        &path,
+        "[guests.up]\nsubscribe = [\"in\"]\nmax-atempts = 3\n",
+    )
+    .unwrap();
+    let out = courier(
+        &[
+            "run",
+            test_programs::UPPERCASE,
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("max-atempts") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[guests.up]\nclient = \"nats\"\n").unwrap();
+    let out = courier(&["run", "--config", path.to_str().unwrap()], "");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("guests.up.client") && stderr.contains("no client named `nats`"),
+        "{stderr}"
+    );
+}
+
+/// A running `courier run … --listen`, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    // The server may answer (413) and close before reading a large body.
+    let _ = s.write_all(request.as_bytes());
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    text(&response)
+}
+
+#[test]
+fn http_ingress_metrics_and_health() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(COURIER)
+            .args([
+                "run",
+                test_programs::UPPERCASE,
+                "--subscribe",
+                "in",
+                "--print",
+                "out",
+                "--listen",
+                &addr,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut health = String::new();
+    for _ in 0..300 {
+        if TcpStream::connect(&addr).is_ok() {
+            health = http(
+                &addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"status\":\"ok\""),
+        "{health}"
+    );
+
+    let body = "via http";
+    let response = http(
+        &addr,
+        &format!(
+            "POST /v1/channels/in HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "VIA HTTP"
+    );
+
+    let response = http(
+        &addr,
+        "POST /v1/channels/in.* HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let big = "x".repeat(2 << 20);
+    let response = http(
+        &addr,
+        &format!(
+            "POST /v1/channels/in HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+
+    let metrics = http(
+        &addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("courier_messages_delivered_total{guest=\"uppercase\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("courier_messages_accepted_total{guest=\"uppercase\"} 1"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,383 @@
+//! The tests of the conformance suite, generated per backend by `conformance!`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use courier_broker::message::{ATTEMPTS_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY};
+use courier_broker::{Backend, Features, Message, Pattern, Subscription, SubscriptionSpec};
+use courier_runtime::{Config, Runtime};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A runtime on one backend, with channels unique to the test.
+pub struct Bench {
+    pub runtime: Runtime,
+    pub backend: std::sync::Arc<dyn Backend>,
+    /// Prefix of every channel of this test.
+    pub ns: String,
+}
+
+impl Bench {
+    /// Starts the guests of `guests` (TOML; `{ns}` is the test's channel
+    /// prefix, `{probe}` etc. the guest components) on the backend `client`.
+    pub async fn start(client: &str, guests: &str) -> Self {
+        let ns = format!("t{:08x}", rand_u32());
+        let toml = format!("[clients.default]\n{client}\n{guests}")
+            .replace("{ns}", &ns)
+            .replace("{probe}", test_programs::PROBE)
+            .replace("{uppercase}", test_programs::UPPERCASE)
+            .replace("{flaky}", test_programs::FLAKY);
+        let runtime = Runtime::new(Config::from_toml(&toml).expect("config")).expect("runtime");
+        let backend = runtime.clients().get("default").await.expect("connect");
+        let bench = Self {
+            runtime,
+            backend,
+            ns,
+        };
+        bench.runtime.start().await.expect("start");
+        bench
+    }
+
+    pub fn features(&self) -> Features {
+        self.backend.features()
+    }
+
+    pub fn ch(&self, name: &str) -> String {
+        format!("{}.{name}", self.ns)
+    }
+
+    pub async fn watch(&self, name: &str) -> Box<dyn Subscription> {
+        let pattern = Pattern::parse(&self.ch(name)).unwrap();
+        self.backend
+            .subscribe(SubscriptionSpec::broadcast(pattern))
+            .await
+            .expect("watch")
+    }
+
+    pub async fn send(&self, name: &str, data: &str) {
+        self.send_message(Message::new(self.ch(name), data.to_string()))
+            .await
+    }
+
+    pub async fn send_message(&self, m: Message) {
+        self.backend.publish(vec![m]).await.expect("publish");
+    }
+}
+
+pub fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// The next message on `sub`, acked; panics after [`WAIT`].
+pub async fn next(sub: &mut Box<dyn Subscription>) -> Message {
+    let d = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message within the deadline")
+        .expect("subscription open")
+        .expect("delivery");
+    let m = d.message.clone();
+    d.acker.ack().await.expect("ack");
+    m
+}
+
+/// Everything arriving on `sub` until it is quiet for `quiet`.
+pub async fn drain(sub: &mut Box<dyn Subscription>, quiet: Duration) -> Vec<Message> {
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(quiet, sub.next()).await {
+        got.push(d.message.clone());
+        d.acker.ack().await.expect("ack");
+    }
+    got
+}
+
+fn text(m: &Message) -> String {
+    String::from_utf8_lossy(&m.data).into_owned()
+}
+
+pub async fn round_trip_keeps_message_fields(client: &str) {
+    let b = Bench::start(
+        client,
+        r#"
+        [guests.up]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.in"]
+        allow-publish = ["{ns}.>"]
+        "#,
+    )
+    .await;
+    let mut out = b.watch("out").await;
+    let mut replies = b.watch("replies").await;
+    let mut m = Message::new(b.ch("in"), "hello");
+    m.content_type = Some("text/plain; charset=utf-8".into());
+    m.metadata = vec![
+        ("trace-id".into(), "42".into()),
+        ("tenant".into(), "acme".into()),
+    ];
+    b.send_message(m.clone()).await;
+    let got = next(&mut out).await;
+    assert_eq!(text(&got), "HELLO");
+    if b.features().native_headers {
+        assert_eq!(got.content_type, m.content_type);
+        assert_eq!(got.meta("trace-id"), Some("42"));
+        assert_eq!(got.meta("tenant"), Some("acme"));
+        // reply-to reaches the guest, which answers there.
+        m.reply_to = Some(b.ch("replies"));
+        b.send_message(m).await;
+        let reply = next(&mut replies).await;
+        assert_eq!(text(&reply), "HELLO");
+    } else {
+        assert_eq!(got.meta("trace-id"), None, "documented: no native headers");
+    }
+}
+
+pub async fn broadcast_and_competing_consumers(client: &str) {
+    let b = Bench::start(
+        client,
+        r#"
+        [guests.a]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.bcast"]
+        allow-publish = ["{ns}.>"]
+        [guests.b]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.bcast"]
+        allow-publish = ["{ns}.>"]
+        [guests.c]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.work"]
+        allow-publish = ["{ns}.>"]
+        mode = "point-to-point"
+        group = "workers"
+        [guests.d]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.work"]
+        allow-publish = ["{ns}.>"]
+        mode = "point-to-point"
+        group = "workers"
+        "#,
+    )
+    .await;
+    let mut out = b.watch("out").await;
+    for i in 0..20 {
+        b.send("bcast", &format!("b{i}")).await;
+    }
+    for i in 0..200 {
+        b.send("work", &format!("w{i}")).await;
+    }
+    let got = drain(&mut out, Duration::from_secs(2)).await;
+    let bcast = got.iter().filter(|m| text(m).starts_with('B')).count();
+    assert_eq!(bcast, 40, "every broadcast subscriber gets every message");
+    let work: BTreeSet<String> = got
+        .iter()
+        .map(text)
+        .filter(|t| t.starts_with('W'))
+        .collect();
+    assert_eq!(work.len(), 200, "every work item handled");
+    let c = b.runtime.guest("c").unwrap().stats().delivered;
+    let d = b.runtime.guest("d").unwrap().stats().delivered;
+    assert_eq!(c + d, 200, "each work item went to one consumer");
+    assert!(
+        c > 0 && d > 0,
+        "both competing consumers got work ({c}/{d})"
+    );
+}
+
+pub async fn ack_nack_redelivery_and_dead_letter(client: &str) {
+    let b = Bench::start(
+        client,
+        r#"
+        [guests.flaky]
+        component = "{flaky}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.in"]
+        allow-publish = ["{ns}.>"]
+        max-attempts = 3
+        backoff-ms = 20
+        batch-size = 1
+        dead-letter = "{ns}.dlq"
+        "#,
+    )
+    .await;
+    let mut out = b.watch("out").await;
+    let mut dlq = b.watch("dlq").await;
+    b.send("in", "ok-1").await;
+    b.send("in", "abandon-1").await;
+    b.send("in", "fail-1").await;
+    b.send("in", "ok-2").await;
+    let mut letters = [next(&mut dlq).await, next(&mut dlq).await];
+    letters.sort_by_key(text);
+    for (letter, data, error) in [
+        (&letters[0], "abandon-1", "abandoned"),
+        (&letters[1], "fail-1", "flaky: failed"),
+    ] {
+        assert_eq!(text(letter), data);
+        assert_eq!(letter.meta(ORIGINAL_TOPIC_KEY), Some(b.ch("in").as_str()));
+        assert_eq!(letter.meta(ATTEMPTS_KEY), Some("3"));
+        assert!(letter.meta(LAST_ERROR_KEY).unwrap().contains(error));
+    }
+    let outs: BTreeSet<String> = drain(&mut out, Duration::from_millis(500))
+        .await
+        .iter()
+        .map(text)
+        .collect();
+    assert!(outs.contains("ok-1") && outs.contains("ok-2"), "{outs:?}");
+    let s = b.runtime.guest("flaky").unwrap().stats();
+    assert_eq!(s.dead_lettered, 2);
+    assert_eq!(s.redelivered, 4, "two redeliveries of each bad message");
+    // Acked messages are not delivered again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s2 = b.runtime.guest("flaky").unwrap().stats();
+    assert_eq!(s.delivered, s2.delivered);
+}
+
+pub async fn unsubscribe_stops_delivery_and_wildcards_match(client: &str) {
+    let b = Bench::start(
+        client,
+        r#"
+        [guests.probe]
+        component = "{probe}"
+        env = { RESULTS = "{ns}.result" }
+        subscribe = ["{ns}.cmd"]
+        allow-subscribe = ["{ns}.>"]
+        allow-publish = ["{ns}.result"]
+        "#,
+    )
+    .await;
+    let mut r = b.watch("result").await;
+    let ns = &b.ns;
+    b.send("cmd", &format!("subscribe {ns}.cmd,{ns}.one.*,{ns}.many.>"))
+        .await;
+    assert_eq!(text(&next(&mut r).await), "ok");
+    b.send("one.x", "echo").await;
+    b.send("one.x.y", "echo").await; // does not match `one.*`
+    b.send("many.x.y", "echo").await;
+    let got = drain(&mut r, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), 2, "`*` is one token, `>` the rest: {got:?}");
+    b.send("cmd", &format!("subscribe {ns}.cmd")).await;
+    assert_eq!(text(&next(&mut r).await), "ok");
+    b.send("one.x", "echo").await;
+    b.send("many.x.y", "echo").await;
+    assert!(
+        drain(&mut r, Duration::from_secs(1)).await.is_empty(),
+        "unsubscribed"
+    );
+}
+
+pub async fn ordering_and_ten_thousand_messages(client: &str) {
+    let b = Bench::start(
+        client,
+        r#"
+        [guests.up]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.in"]
+        allow-publish = ["{ns}.>"]
+        batch-size = 100
+        "#,
+    )
+    .await;
+    let mut out = b.watch("out").await;
+    const N: usize = 10_000;
+    let batch: Vec<Message> = (0..N)
+        .map(|i| Message::new(b.ch("in"), format!("m{i}")))
+        .collect();
+    for chunk in batch.chunks(500) {
+        b.backend.publish(chunk.to_vec()).await.expect("publish");
+    }
+    let mut got = Vec::with_capacity(N);
+    while got.len() < N {
+        got.push(text(&next(&mut out).await));
+    }
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), N, "none lost");
+    if b.features().ordered {
+        let expected: Vec<String> = (0..N).map(|i| format!("M{i}")).collect();
+        assert_eq!(got, expected, "in order");
+    }
+}
+
+pub async fn restart_keeps_working(client: &str) {
+    let guests = r#"
+        [guests.up]
+        component = "{uppercase}"
+        env = { OUT = "{ns}.out" }
+        subscribe = ["{ns}.in"]
+        allow-publish = ["{ns}.>"]
+        mode = "point-to-point"
+        "#;
+    let b = Bench::start(client, guests).await;
+    let mut out = b.watch("out").await;
+    b.send("in", "before").await;
+    assert_eq!(text(&next(&mut out).await), "BEFORE");
+    b.runtime.stop().await;
+    if b.features().durable {
+        // Published while no host runs: kept for the group.
+        b.send("in", "between").await;
+    }
+    let again = Runtime::new(
+        Config::from_toml(
+            &format!("[clients.default]\n{client}\n{guests}")
+                .replace("{ns}", &b.ns)
+                .replace("{uppercase}", test_programs::UPPERCASE),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // A fresh host on the same broker (the embedded broker is per host, so
+    // watch through the new host's client).
+    let backend = again.clients().get("default").await.unwrap();
+    let mut out = backend
+        .subscribe(SubscriptionSpec::broadcast(
+            Pattern::parse(&b.ch("out")).unwrap(),
+        ))
+        .await
+        .unwrap();
+    again.start().await.unwrap();
+    backend
+        .publish(vec![Message::new(b.ch("in"), "after")])
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let expected = if b.features().durable { 2 } else { 1 };
+    while seen.len() < expected {
+        seen.insert(text(&next(&mut out).await));
+    }
+    assert!(seen.contains("AFTER"));
+    again.stop().await;
+}
+
+/// Generates the suite's tests for one backend.
+macro_rules! conformance {
+    ($client:path) => {
+        macro_rules! case {
+            ($name:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(client) = $client() {
+                        $crate::suite::$name(&client).await;
+                    }
+                }
+            };
+        }
+        case!(round_trip_keeps_message_fields);
+        case!(broadcast_and_competing_consumers);
+        case!(ack_nack_redelivery_and_dead_letter);
+        case!(unsubscribe_stops_delivery_and_wildcards_match);
+        case!(ordering_and_ten_thousand_messages);
+        case!(restart_keeps_working);
+    };
+}
+pub(crate) use conformance;

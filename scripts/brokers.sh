@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure the broker services used by the tests run on loopback, starting
+# any that is down. On a laptop without them it warns (the tests of those
+# backends skip); with CI=true a missing broker is an error.
+set -uo pipefail
+
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_up() {
+  for _ in $(seq 1 60); do up "$1" && return 0; sleep 1; done
+  return 1
+}
+
+start() {
+  local name=$1 port=$2; shift 2
+  up "$port" && return 0
+  if command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; then
+    echo "brokers: starting $name" >&2
+    "$@" >/dev/null 2>&1 || true
+    wait_up "$port" && return 0
+  fi
+  if [ "${CI:-}" = "true" ]; then
+    echo "brokers: $name is not running on 127.0.0.1:$port and could not be started" >&2
+    return 1
+  fi
+  echo "brokers: $name is not available on 127.0.0.1:$port; its tests will skip" >&2
+  return 0
+}
+
+ensure() {
+  local failed=0
+  mkdir -p /var/lib/nats-server /var/lib/redis /var/log/redis 2>/dev/null || true
+  start nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server \
+    -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || failed=1
+  start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || failed=1
+  start mosquitto 1883 mosquitto -d -c /etc/mosquitto/mosquitto.conf || failed=1
+  start rabbitmq 5672 rabbitmq-server -detached || failed=1
+  return $failed
+}
+
+case "${1:-ensure}" in
+  ensure) ensure ;;
+  *) echo "usage: $0 ensure" >&2; exit 2 ;;
+esac

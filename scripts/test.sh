@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and integration tests that build the guests
+# under guests/ for wasm32-wasip2 and run them through Courier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/brokers.sh ensure
+cargo test --workspace "$@"
