@@ -21,6 +21,7 @@ use courier_broker::message::{
 };
 use courier_broker::{Delivery, Message, Mode, Pattern, Subscription, SubscriptionSpec};
 use courier_wasi_messaging::bindings::{Messaging, MessagingPre};
+use courier_wasi_messaging::error::describe;
 use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx, to_wit};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -562,6 +563,7 @@ impl GuestRuntime {
                     &self.name,
                     1,
                 );
+                let e = describe(&e);
                 tracing::warn!(guest = %self.name, "handler returned error: {e}");
                 return Err(format!("handler returned error: {e}"));
             }

@@ -409,3 +409,55 @@ async fn guests_see_no_host_files_or_environment() {
     );
     assert_eq!(h.probe(&mut r, "env").await, "ok:0");
 }
+
+#[tokio::test]
+async fn router_publishes_only_inside_its_allow_list() {
+    let h = Harness::start(
+        r#"
+        [guests.router]
+        component = "{router}"
+        subscribe = ["in"]
+        allow-publish = ["routes.>"]
+        max-attempts = 1
+        dead-letter = "dlq"
+        "#,
+    )
+    .await;
+    let mut routed = h.watch("routes.>").await;
+    let mut secret = h.watch("secret").await;
+    let mut dlq = h.watch("dlq").await;
+    let routed_to = |route: &str, data: &str| {
+        let mut m = Message::new("in", data.to_string());
+        m.metadata = vec![("route".into(), route.into())];
+        m
+    };
+    h.broker()
+        .publish(vec![routed_to("routes.eu", "a")])
+        .await
+        .unwrap();
+    let got = next(&mut routed).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.data[..]),
+        ("routes.eu", &b"a"[..])
+    );
+
+    h.broker()
+        .publish(vec![routed_to("secret", "b")])
+        .await
+        .unwrap();
+    let letter = next(&mut dlq).await;
+    assert_eq!(letter.data, "b");
+    assert_eq!(
+        letter.meta(LAST_ERROR_KEY),
+        Some("handler returned error: unauthorized")
+    );
+    h.publish("in", "no route").await;
+    let letter = next(&mut dlq).await;
+    assert!(
+        letter
+            .meta(LAST_ERROR_KEY)
+            .unwrap()
+            .contains("no `route` metadata")
+    );
+    nothing(&mut secret).await;
+}

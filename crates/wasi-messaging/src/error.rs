@@ -42,3 +42,14 @@ impl From<MessagingError> for WitError {
         }
     }
 }
+
+/// A WIT `error` in words, for logs and dead-letter metadata: `unauthorized`,
+/// `timeout`, `connection: …`, or the text of `other`.
+pub fn describe(e: &WitError) -> String {
+    match e {
+        WitError::Unauthorized => "unauthorized".into(),
+        WitError::Timeout => "timeout".into(),
+        WitError::Connection(s) => format!("connection: {s}"),
+        WitError::Other(s) => s.clone(),
+    }
+}
