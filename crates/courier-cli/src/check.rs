@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use courier_runtime::Config;
 use courier_runtime::engine::{GUEST_INTERFACE, check_exports, compile, describe, new_engine};
-use courier_runtime::{Config, runtime::linker};
+use courier_runtime::runtime::{link, linker};
 
 /// Prints what the component imports and exports, and fails with the reason
 /// when Courier cannot run it.
@@ -26,15 +27,7 @@ pub fn check(path: &Path, config: Option<&Path>) -> anyhow::Result<()> {
         println!("  {e}");
     }
     check_exports(&engine, &component).with_context(|| format!("`{}`", path.display()))?;
-    linker(&engine)?
-        .instantiate_pre(&component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "`{}` imports something Courier does not provide",
-                path.display()
-            )
-        })?;
+    link(&linker(&engine)?, &component, path)?;
     println!("ok: exports {GUEST_INTERFACE} and links against Courier");
     Ok(())
 }

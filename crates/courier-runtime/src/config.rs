@@ -115,6 +115,18 @@ impl BackendKind {
             Self::Embedded => "embedded",
         }
     }
+
+    /// The keys of `[clients.NAME.options]` this backend understands.
+    pub fn option_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Embedded => &[],
+        }
+    }
+
+    /// Whether the backend needs a `url`.
+    pub fn needs_url(self) -> bool {
+        !matches!(self, Self::Embedded)
+    }
 }
 
 /// A named connection to a broker.
@@ -128,6 +140,36 @@ pub struct ClientConfig {
     /// Deadline for connect and publish, in milliseconds.
     #[serde(default = "default_broker_timeout_ms")]
     pub timeout_ms: u64,
+    /// Backend-specific settings (`[clients.NAME.options]`), as text.
+    #[serde(default, deserialize_with = "option_values")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Reads a table of strings, numbers and booleans as text.
+fn option_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(s) => s,
+                Value::Integer(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 fn default_broker_timeout_ms() -> u64 {
@@ -141,6 +183,7 @@ impl ClientConfig {
             backend: BackendKind::Embedded,
             url: None,
             timeout_ms: default_broker_timeout_ms(),
+            options: BTreeMap::new(),
         }
     }
 }
@@ -385,6 +428,28 @@ impl Config {
                     "must be above 0",
                 ));
             }
+            let kind = client.backend;
+            if kind.needs_url() && client.url.is_none() {
+                return Err(invalid(
+                    format!("clients.{name}.url"),
+                    format!("the {} backend needs a url", kind.as_str()),
+                ));
+            }
+            let known = kind.option_keys();
+            if let Some(k) = client.options.keys().find(|k| !known.contains(&k.as_str())) {
+                let list = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                return Err(invalid(
+                    format!("clients.{name}.options.{k}"),
+                    format!(
+                        "unknown option for the {} backend (known: {list})",
+                        kind.as_str()
+                    ),
+                ));
+            }
         }
         for (name, guest) in &self.guests {
             validate_guest(name, guest, &self.clients)?;
@@ -525,6 +590,8 @@ mod tests {
         assert!(e.contains("carrier-pigeon") && e.contains("line 2"), "{e}");
         let e = err("[host]\nlisten = \"nowhere\"\n");
         assert!(e.contains("host.listen"), "{e}");
+        let e = err("[clients.x]\nbackend = \"embedded\"\n[clients.x.options]\ndurable = true\n");
+        assert!(e.contains("clients.x.options.durable"), "{e}");
     }
 
     #[test]

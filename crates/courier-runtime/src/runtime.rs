@@ -1,6 +1,7 @@
 //! The host as a whole: one engine, one client pool, and the guests of a
 //! configuration.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use courier_broker::{Backend, Pattern};
 use courier_wasi_messaging::GuestPolicy;
 use courier_wasi_messaging::bindings::MessagingPre;
 use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 
 use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
@@ -31,6 +32,26 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<GuestState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     courier_wasi_messaging::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// Links a guest component, naming what it imports that Courier lacks.
+pub fn link(
+    linker: &Linker<GuestState>,
+    component: &Component,
+    path: &Path,
+) -> anyhow::Result<MessagingPre<GuestState>> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "`{}` imports something Courier does not provide",
+                path.display()
+            )
+        })?;
+    MessagingPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("`{}`: guest interface", path.display()))
 }
 
 impl Runtime {
@@ -64,18 +85,7 @@ impl Runtime {
                 format!("invalid config: `guests.{name}.component`: no component given")
             })?;
             let component = load_component(&engine, &path)?;
-            let pre = linker
-                .instantiate_pre(&component)
-                .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!(
-                        "`{}` imports something Courier does not provide",
-                        path.display()
-                    )
-                })?;
-            let pre = MessagingPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("`{}`: guest interface", path.display()))?;
+            let pre = link(&linker, &component, &path)?;
             let parse = |list: &[String]| -> Vec<Pattern> {
                 list.iter().filter_map(|p| Pattern::parse(p).ok()).collect()
             };
