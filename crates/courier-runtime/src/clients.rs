@@ -1,7 +1,8 @@
 //! The client pool: configured client names to shared broker connections.
 //!
 //! Connections are made once and shared by every guest and instance, so
-//! `client.connect` is a lookup. All `embedded` clients of one host share the
+//! `client.connect` is a lookup after the first. A failed connection is not
+//! kept: the next use tries again. All `embedded` clients of one host share the
 //! one in-process broker.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use courier_broker::{Backend, BrokerError, EmbeddedBroker};
 use courier_wasi_messaging::Connector;
+use tokio::sync::OnceCell;
 
 use crate::config::{BackendKind, ClientConfig};
 
@@ -17,7 +19,7 @@ use crate::config::{BackendKind, ClientConfig};
 pub struct ClientPool {
     configs: BTreeMap<String, ClientConfig>,
     embedded: EmbeddedBroker,
-    connected: Mutex<HashMap<String, Arc<dyn Backend>>>,
+    connected: Mutex<HashMap<String, Arc<OnceCell<Arc<dyn Backend>>>>>,
 }
 
 impl ClientPool {
@@ -40,26 +42,32 @@ impl ClientPool {
         self.configs.get(name)
     }
 
-    /// Connects client `name`, or returns its existing connection.
+    /// Connects client `name`, or returns its existing connection. Concurrent
+    /// first uses share one connection attempt.
     pub async fn get(&self, name: &str) -> Result<Arc<dyn Backend>, BrokerError> {
-        if let Some(b) = self.lock().get(name) {
-            return Ok(b.clone());
-        }
         let config = self
             .configs
             .get(name)
             .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))?;
-        let backend: Arc<dyn Backend> = match config.backend {
-            BackendKind::Embedded => Arc::new(self.embedded.clone()),
-        };
-        Ok(self
-            .lock()
-            .entry(name.to_string())
-            .or_insert(backend)
-            .clone())
+        let cell = self.lock().entry(name.to_string()).or_default().clone();
+        let backend = cell
+            .get_or_try_init(|| async {
+                let url = config.url.as_deref().unwrap_or_default();
+                let backend: Arc<dyn Backend> = match config.backend {
+                    BackendKind::Embedded => Arc::new(self.embedded.clone()),
+                    #[cfg(feature = "nats")]
+                    BackendKind::Nats => {
+                        Arc::new(courier_nats::NatsBackend::connect(url, &config.options).await?)
+                    }
+                };
+                tracing::info!(client = name, backend = backend.kind(), "connected");
+                Ok::<_, BrokerError>(backend)
+            })
+            .await?;
+        Ok(backend.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Backend>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<dyn Backend>>>>> {
         self.connected.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -106,6 +106,9 @@ impl Default for HostConfig {
 pub enum BackendKind {
     /// The in-process broker.
     Embedded,
+    /// NATS, core or JetStream (`options.jetstream = true`).
+    #[cfg(feature = "nats")]
+    Nats,
 }
 
 impl BackendKind {
@@ -113,6 +116,8 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Embedded => "embedded",
+            #[cfg(feature = "nats")]
+            Self::Nats => "nats",
         }
     }
 
@@ -120,6 +125,8 @@ impl BackendKind {
     pub fn option_keys(self) -> &'static [&'static str] {
         match self {
             Self::Embedded => &[],
+            #[cfg(feature = "nats")]
+            Self::Nats => courier_nats::CLIENT_OPTION_KEYS,
         }
     }
 

@@ -8,11 +8,59 @@
 
 mod suite;
 
-use suite::conformance;
+use suite::{Target, conformance};
+
+/// Whether a broker listens on 127.0.0.1:`port`. A missing broker skips the
+/// backend's tests on a laptop and fails them in CI (`CI=true`).
+fn broker(name: &str, port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{name} is not running on {addr}, and CI needs it (run scripts/brokers.sh)");
+    }
+    eprintln!("skipping: {name} is not running on {addr}");
+    false
+}
 
 mod embedded {
-    fn client() -> Option<String> {
-        Some("backend = \"embedded\"".into())
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        Some(Target {
+            client: "backend = \"embedded\"".into(),
+            prefix: "embedded",
+        })
+    }
+    super::conformance!(client);
+}
+
+#[cfg(feature = "nats")]
+mod nats {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("nats-server", 4222).then(|| Target {
+            client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"".into(),
+            prefix: "core",
+        })
+    }
+    super::conformance!(client);
+}
+
+#[cfg(feature = "nats")]
+mod jetstream {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("nats-server", 4222).then(|| Target {
+            client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
+                     options = { jetstream = true, stream = \"COURIER_CONFORMANCE\", \
+                     subjects = \"js.>\", storage = \"memory\" }"
+                .into(),
+            prefix: "js",
+        })
     }
     super::conformance!(client);
 }

@@ -9,6 +9,14 @@ use courier_runtime::{Config, Runtime};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A backend under test: its `[clients.default]` body, and the first token
+/// of every channel its tests use (backends sharing a broker must not share
+/// channels: a JetStream stream would capture the other's subjects).
+pub struct Target {
+    pub client: String,
+    pub prefix: &'static str,
+}
+
 /// A runtime on one backend, with channels unique to the test.
 pub struct Bench {
     pub runtime: Runtime,
@@ -20,8 +28,9 @@ pub struct Bench {
 impl Bench {
     /// Starts the guests of `guests` (TOML; `{ns}` is the test's channel
     /// prefix, `{probe}` etc. the guest components) on the backend `client`.
-    pub async fn start(client: &str, guests: &str) -> Self {
-        let ns = format!("t{:08x}", rand_u32());
+    pub async fn start(target: &Target, guests: &str) -> Self {
+        let client = &target.client;
+        let ns = format!("{}.t{:08x}", target.prefix, rand_u32());
         let toml = format!("[clients.default]\n{client}\n{guests}")
             .replace("{ns}", &ns)
             .replace("{probe}", test_programs::PROBE)
@@ -102,9 +111,9 @@ fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.data).into_owned()
 }
 
-pub async fn round_trip_keeps_message_fields(client: &str) {
+pub async fn round_trip_keeps_message_fields(target: &Target) {
     let b = Bench::start(
-        client,
+        target,
         r#"
         [guests.up]
         component = "{uppercase}"
@@ -139,9 +148,9 @@ pub async fn round_trip_keeps_message_fields(client: &str) {
     }
 }
 
-pub async fn broadcast_and_competing_consumers(client: &str) {
+pub async fn broadcast_and_competing_consumers(target: &Target) {
     let b = Bench::start(
-        client,
+        target,
         r#"
         [guests.a]
         component = "{uppercase}"
@@ -195,9 +204,9 @@ pub async fn broadcast_and_competing_consumers(client: &str) {
     );
 }
 
-pub async fn ack_nack_redelivery_and_dead_letter(client: &str) {
+pub async fn ack_nack_redelivery_and_dead_letter(target: &Target) {
     let b = Bench::start(
-        client,
+        target,
         r#"
         [guests.flaky]
         component = "{flaky}"
@@ -243,9 +252,9 @@ pub async fn ack_nack_redelivery_and_dead_letter(client: &str) {
     assert_eq!(s.delivered, s2.delivered);
 }
 
-pub async fn unsubscribe_stops_delivery_and_wildcards_match(client: &str) {
+pub async fn unsubscribe_stops_delivery_and_wildcards_match(target: &Target) {
     let b = Bench::start(
-        client,
+        target,
         r#"
         [guests.probe]
         component = "{probe}"
@@ -276,9 +285,9 @@ pub async fn unsubscribe_stops_delivery_and_wildcards_match(client: &str) {
     );
 }
 
-pub async fn ordering_and_ten_thousand_messages(client: &str) {
+pub async fn ordering_and_ten_thousand_messages(target: &Target) {
     let b = Bench::start(
-        client,
+        target,
         r#"
         [guests.up]
         component = "{uppercase}"
@@ -309,7 +318,7 @@ pub async fn ordering_and_ten_thousand_messages(client: &str) {
     }
 }
 
-pub async fn restart_keeps_working(client: &str) {
+pub async fn restart_keeps_working(target: &Target) {
     let guests = r#"
         [guests.up]
         component = "{uppercase}"
@@ -318,7 +327,7 @@ pub async fn restart_keeps_working(client: &str) {
         allow-publish = ["{ns}.>"]
         mode = "point-to-point"
         "#;
-    let b = Bench::start(client, guests).await;
+    let b = Bench::start(target, guests).await;
     let mut out = b.watch("out").await;
     b.send("in", "before").await;
     assert_eq!(text(&next(&mut out).await), "BEFORE");
@@ -329,7 +338,7 @@ pub async fn restart_keeps_working(client: &str) {
     }
     let again = Runtime::new(
         Config::from_toml(
-            &format!("[clients.default]\n{client}\n{guests}")
+            &format!("[clients.default]\n{}\n{guests}", target.client)
                 .replace("{ns}", &b.ns)
                 .replace("{uppercase}", test_programs::UPPERCASE),
         )
@@ -366,8 +375,8 @@ macro_rules! conformance {
             ($name:ident) => {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(client) = $client() {
-                        $crate::suite::$name(&client).await;
+                    if let Some(target) = $client() {
+                        $crate::suite::$name(&target).await;
                     }
                 }
             };

@@ -1,0 +1,267 @@
+//! JetStream: durable publishing and pull consumers with explicit acks.
+//!
+//! `publish` waits for every message's PubAck. Each subscription reads from
+//! a pull consumer filtered on its pattern: competing subscriptions of one
+//! group share a durable consumer named after the group and the pattern;
+//! a broadcast subscription gets an ephemeral consumer of its own (delivering
+//! new messages), or a durable one when the `durable` option names it. Acks
+//! are confirmed by the server (double ack); `nack` is a NAK with delay, and
+//! `term` stops redelivery. The attempt is the server's delivery count.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
+use async_trait::async_trait;
+use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::{BrokerError, Message};
+use futures::StreamExt;
+
+use crate::connection_error;
+use crate::headers::{from_nats, to_headers};
+use crate::options::{JetStreamOptions, Storage};
+
+/// A JetStream context bound to the client's stream.
+pub struct JetStream {
+    context: jetstream::Context,
+    stream: jetstream::stream::Stream,
+}
+
+impl JetStream {
+    /// Finds the stream, creating it when `subjects` are given.
+    pub async fn new(
+        client: async_nats::Client,
+        options: JetStreamOptions,
+    ) -> Result<Self, BrokerError> {
+        let context = jetstream::new(client);
+        let stream = if options.subjects.is_empty() {
+            context.get_stream(&options.stream).await.map_err(|e| {
+                BrokerError::Invalid(format!(
+                    "jetstream stream `{}` is not there ({e}); set options.subjects to let Courier create it",
+                    options.stream
+                ))
+            })?
+        } else {
+            let stream = context
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: options.stream.clone(),
+                    subjects: options.subjects.clone(),
+                    storage: match options.storage {
+                        Storage::File => jetstream::stream::StorageType::File,
+                        Storage::Memory => jetstream::stream::StorageType::Memory,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| connection_error(format!("stream `{}`: {e}", options.stream)))?;
+            // An existing stream must capture the configured subjects too.
+            let mut config = stream.cached_info().config.clone();
+            let missing: Vec<String> = options
+                .subjects
+                .iter()
+                .filter(|s| !config.subjects.contains(s))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                stream
+            } else {
+                tracing::info!(stream = %options.stream, ?missing, "adding subjects to the stream");
+                config.subjects.extend(missing);
+                context.update_stream(config).await.map_err(|e| {
+                    connection_error(format!("updating stream `{}`: {e}", options.stream))
+                })?;
+                context
+                    .get_stream(&options.stream)
+                    .await
+                    .map_err(|e| connection_error(format!("stream `{}`: {e}", options.stream)))?
+            }
+        };
+        Ok(Self { context, stream })
+    }
+
+    /// Publishes all messages, then waits for all their acks.
+    pub async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            let headers = to_headers(&m, true);
+            let topic = m.topic.clone();
+            let ack = self
+                .context
+                .publish_with_headers(m.topic, headers, m.data)
+                .await
+                .map_err(|e| publish_error(&topic, e))?;
+            acks.push((topic, ack));
+        }
+        for (topic, ack) in acks {
+            ack.await.map_err(|e| publish_error(&topic, e))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a pull consumer for `spec`.
+    pub async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let filter = spec.pattern.as_str();
+        let name = match (&spec.mode, spec.options.get("durable")) {
+            (Mode::Competing { group }, _) => Some(consumer_name(group, filter)),
+            (Mode::Broadcast, Some(durable)) => Some(consumer_name(durable, filter)),
+            (Mode::Broadcast, None) => None,
+        };
+        let deliver_policy = match spec.options.get("deliver-policy").map(String::as_str) {
+            None if name.is_some() => DeliverPolicy::All,
+            None => DeliverPolicy::New,
+            Some("all") => DeliverPolicy::All,
+            Some("new") => DeliverPolicy::New,
+            Some("last") => DeliverPolicy::Last,
+            Some(v) => {
+                return Err(BrokerError::Invalid(format!(
+                    "deliver-policy: expected all, new or last, got `{v}`"
+                )));
+            }
+        };
+        let max_ack_pending = match spec.options.get("max-ack-pending") {
+            None => 1000,
+            Some(v) => v.parse().ok().filter(|n: &i64| *n > 0).ok_or_else(|| {
+                BrokerError::Invalid(format!(
+                    "max-ack-pending: expected a number above 0, got `{v}`"
+                ))
+            })?,
+        };
+        let config = pull::Config {
+            durable_name: name.clone(),
+            deliver_policy,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            filter_subject: filter.to_string(),
+            max_ack_pending,
+            inactive_threshold: if name.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(300)
+            },
+            ..Default::default()
+        };
+        let consumer: jetstream::consumer::PullConsumer = match &name {
+            Some(n) => self.stream.get_or_create_consumer(n, config).await,
+            None => self.stream.create_consumer(config).await,
+        }
+        .map_err(|e| connection_error(format!("creating consumer on `{filter}`: {e}")))?;
+        let ephemeral = name.is_none().then(|| consumer.cached_info().name.clone());
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| connection_error(format!("consuming `{filter}`: {e}")))?;
+        Ok(Box::new(JsSubscription {
+            messages: Some(messages),
+            stream: self.stream.clone(),
+            ephemeral,
+        }))
+    }
+}
+
+fn publish_error(topic: &str, e: jetstream::context::PublishError) -> BrokerError {
+    match e.kind() {
+        PublishErrorKind::TimedOut => BrokerError::Timeout {
+            operation: "jetstream publish",
+            after: Duration::from_secs(5),
+        },
+        PublishErrorKind::StreamNotFound => {
+            BrokerError::Invalid(format!("no JetStream stream captures `{topic}`: {e}"))
+        }
+        _ => connection_error(format!("publishing to `{topic}`: {e}")),
+    }
+}
+
+/// A durable consumer name from a group (or durable) name and the pattern:
+/// stable across restarts, and distinct per pattern.
+pub fn consumer_name(group: &str, filter: &str) -> String {
+    let clean: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // FNV-1a: stable across Rust versions, unlike std's hasher.
+    let hash = filter.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{clean}_{:08x}", hash as u32)
+}
+
+struct JsSubscription {
+    messages: Option<pull::Stream>,
+    stream: jetstream::stream::Stream,
+    ephemeral: Option<String>,
+}
+
+#[async_trait]
+impl Subscription for JsSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        let messages = self.messages.as_mut()?;
+        let m = match messages.next().await? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(connection_error(format!("jetstream: {e}")))),
+        };
+        let attempt = m
+            .info()
+            .ok()
+            .and_then(|i| u32::try_from(i.delivered).ok())
+            .unwrap_or(1)
+            .max(1);
+        let (m, acker) = m.split();
+        let message = from_nats(
+            m.subject.as_str(),
+            None,
+            m.headers.as_ref(),
+            m.payload,
+            true,
+        );
+        Some(Ok(Delivery {
+            message,
+            attempt,
+            acker: Box::new(JsAcker(acker)),
+        }))
+    }
+
+    async fn close(&mut self) -> Result<(), BrokerError> {
+        self.messages = None;
+        if let Some(name) = self.ephemeral.take() {
+            self.stream
+                .delete_consumer(&name)
+                .await
+                .map_err(|e| connection_error(format!("deleting consumer `{name}`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+struct JsAcker(jetstream::message::Acker);
+
+fn settle_error(e: async_nats::Error) -> BrokerError {
+    connection_error(format!("jetstream ack: {e}"))
+}
+
+#[async_trait]
+impl Acker for JsAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.0.double_ack().await.map_err(settle_error)
+    }
+
+    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        let delay = (!delay.is_zero()).then_some(delay);
+        self.0
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(settle_error)
+    }
+
+    async fn term(self: Box<Self>) -> Result<(), BrokerError> {
+        self.0.ack_with(AckKind::Term).await.map_err(settle_error)
+    }
+}

@@ -1,0 +1,131 @@
+//! The NATS backend of Courier: core NATS and JetStream.
+//!
+//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`headers`]: message fields ↔ NATS headers and reply subjects.
+//! - [`core`]: core NATS subscriptions (broadcast and queue groups), with
+//!   in-process redelivery since core NATS has no acks.
+//! - [`jetstream`]: durable subscriptions on JetStream pull consumers, with
+//!   explicit ack, nak with delay and term.
+//!
+//! Channels are NATS subjects already, so patterns need no translation.
+
+pub mod core;
+pub mod headers;
+pub mod jetstream;
+pub mod options;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
+
+pub use options::{CLIENT_OPTION_KEYS, NatsOptions};
+
+/// Subscription option keys (`extensions`) the NATS backend understands.
+pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "deliver-policy", "max-ack-pending"];
+
+pub(crate) const KIND: &str = "nats";
+
+pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::connection(KIND, e)
+}
+
+/// A connection to a NATS server.
+pub struct NatsBackend {
+    client: async_nats::Client,
+    js: Option<jetstream::JetStream>,
+    timeout: Duration,
+}
+
+impl NatsBackend {
+    /// Connects to `url`; fails with [`BrokerError::Connection`] when the
+    /// server cannot be reached within the connect timeout. Once connected,
+    /// the client reconnects by itself for as long as it lives.
+    pub async fn connect(
+        url: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, BrokerError> {
+        let options = NatsOptions::parse(options)?;
+        let connect = async_nats::ConnectOptions::new()
+            .connection_timeout(options.connect_timeout)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                    async_nats::Event::Connected => tracing::info!("nats: connected"),
+                    other => tracing::debug!("nats: {other}"),
+                }
+            })
+            .connect(url);
+        let client = match tokio::time::timeout(options.connect_timeout, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(connection_error(format!("{url}: {e}"))),
+            Err(_) => {
+                return Err(connection_error(format!(
+                    "{url}: no answer within {:?}",
+                    options.connect_timeout
+                )));
+            }
+        };
+        let js = match &options.jetstream {
+            Some(js) => Some(jetstream::JetStream::new(client.clone(), js.clone()).await?),
+            None => None,
+        };
+        Ok(Self {
+            client,
+            js,
+            timeout: options.connect_timeout,
+        })
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Backend for NatsBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn features(&self) -> Features {
+        Features {
+            durable: self.js.is_some(),
+            native_headers: true,
+            ordered: true,
+            redelivery: true,
+        }
+    }
+
+    fn option_keys(&self) -> &'static [&'static str] {
+        SUBSCRIPTION_OPTION_KEYS
+    }
+
+    async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
+        for m in &messages {
+            courier_broker::Pattern::parse_literal(&m.topic)?;
+        }
+        match &self.js {
+            Some(js) => js.publish(messages).await,
+            None => core::publish(&self.client, messages, self.timeout).await,
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        match &self.js {
+            Some(js) => js.subscribe(spec).await,
+            None => {
+                if let Some(k) = spec.options.keys().next() {
+                    return Err(BrokerError::Invalid(format!(
+                        "subscription option `{k}` needs a JetStream client (options.jetstream = true)"
+                    )));
+                }
+                core::subscribe(&self.client, spec).await
+            }
+        }
+    }
+}
