@@ -10,19 +10,10 @@ mod suite;
 
 use suite::{Target, conformance};
 
-/// Whether a broker listens on 127.0.0.1:`port`. A missing broker skips the
-/// backend's tests on a laptop and fails them in CI (`CI=true`).
-fn broker(name: &str, port: u16) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} is not running on {addr}, and CI needs it (run scripts/brokers.sh)");
-    }
-    eprintln!("skipping: {name} is not running on {addr}");
-    false
-}
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::broker;
 
 mod embedded {
     use super::Target;
