@@ -48,6 +48,22 @@ pub struct Features {
     pub ordered: bool,
     /// A nack makes the broker redeliver the message (else it is lost).
     pub redelivery: bool,
+    /// Point-to-point subscriptions (competing consumers) are possible.
+    pub competing: bool,
+    /// Subscriptions may use the wildcards `*` and `>`.
+    pub wildcards: bool,
+}
+
+impl Features {
+    /// Everything: what the embedded broker and JetStream offer.
+    pub const ALL: Features = Features {
+        durable: true,
+        native_headers: true,
+        ordered: true,
+        redelivery: true,
+        competing: true,
+        wildcards: true,
+    };
 }
 
 /// What to subscribe to, and how.

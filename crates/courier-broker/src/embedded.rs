@@ -133,9 +133,7 @@ impl Backend for EmbeddedBroker {
     fn features(&self) -> Features {
         Features {
             durable: false,
-            native_headers: true,
-            ordered: true,
-            redelivery: true,
+            ..Features::ALL
         }
     }
 

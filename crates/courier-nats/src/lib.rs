@@ -92,9 +92,7 @@ impl Backend for NatsBackend {
     fn features(&self) -> Features {
         Features {
             durable: self.js.is_some(),
-            native_headers: true,
-            ordered: true,
-            redelivery: true,
+            ..Features::ALL
         }
     }
 
