@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod error;
 pub mod message;
 pub mod pattern;
+pub mod retry;
 
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,

@@ -2,20 +2,17 @@
 //!
 //! Core NATS has no acknowledgements: a message is delivered at most once. So
 //! that `abandon-message` and handler failures still lead to redelivery, a
-//! nacked message is kept in memory by its subscription and handed out again
-//! after the delay, with the attempt counter raised. Those redeliveries die
-//! with the process, as core NATS messages do; use JetStream for durability.
+//! nacked message is redelivered in process ([`courier_broker::retry`]); those
+//! redeliveries die with the process, as core NATS messages do. Use JetStream
+//! for durability.
 
-use std::pin::pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::backend::{Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::retry::{LocalRetries, Next};
 use courier_broker::{BrokerError, Message};
-use futures::StreamExt;
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
@@ -60,82 +57,31 @@ pub async fn subscribe(
     .map_err(connection_error)?;
     Ok(Box::new(CoreSubscription {
         subscriber: Some(subscriber),
-        retries: Arc::new(Retries::default()),
+        retries: LocalRetries::new(),
     }))
-}
-
-/// Nacked messages waiting to be handed out again.
-#[derive(Default)]
-struct Retries {
-    queue: Mutex<Vec<(Instant, Message, u32)>>,
-    notify: Notify,
-}
-
-impl Retries {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, Message, u32)>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A due retry, or when the next one falls due.
-    fn due(&self, now: Instant) -> Result<(Message, u32), Option<Instant>> {
-        let mut q = self.lock();
-        let Some(i) = (0..q.len()).min_by_key(|&i| q[i].0) else {
-            return Err(None);
-        };
-        if q[i].0 <= now {
-            let (_, m, attempt) = q.remove(i);
-            Ok((m, attempt))
-        } else {
-            Err(Some(q[i].0))
-        }
-    }
 }
 
 struct CoreSubscription {
     subscriber: Option<async_nats::Subscriber>,
-    retries: Arc<Retries>,
-}
-
-impl CoreSubscription {
-    fn delivery(&self, message: Message, attempt: u32) -> Delivery {
-        Delivery {
-            message: message.clone(),
-            attempt,
-            acker: Box::new(CoreAcker {
-                retries: Arc::downgrade(&self.retries),
-                message,
-                attempt,
-            }),
-        }
-    }
+    retries: Arc<LocalRetries>,
 }
 
 #[async_trait]
 impl Subscription for CoreSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        loop {
-            let mut notified = pin!(self.retries.notify.notified());
-            notified.as_mut().enable();
-            let wake = match self.retries.due(Instant::now()) {
-                Ok((m, attempt)) => return Some(Ok(self.delivery(m, attempt))),
-                Err(wake) => wake,
-            };
-            let subscriber = self.subscriber.as_mut()?;
-            let far = Instant::now() + Duration::from_secs(3600);
-            tokio::select! {
-                m = subscriber.next() => {
-                    let m = m?;
-                    let message = from_nats(
-                        m.subject.as_str(),
-                        m.reply.as_ref().map(|r| r.as_str()),
-                        m.headers.as_ref(),
-                        m.payload,
-                        false,
-                    );
-                    return Some(Ok(self.delivery(message, 1)));
-                }
-                _ = tokio::time::sleep_until(wake.unwrap_or(far)) => {}
-                _ = notified => {}
+        let subscriber = self.subscriber.as_mut()?;
+        match self.retries.next_from(subscriber).await {
+            Next::Retry(d) => Some(Ok(d)),
+            Next::Source(m) => {
+                let m = m?;
+                let message = from_nats(
+                    m.subject.as_str(),
+                    m.reply.as_ref().map(|r| r.as_str()),
+                    m.headers.as_ref(),
+                    m.payload,
+                    false,
+                );
+                Some(Ok(self.retries.delivery(message, 1)))
             }
         }
     }
@@ -144,32 +90,7 @@ impl Subscription for CoreSubscription {
         if let Some(mut s) = self.subscriber.take() {
             s.unsubscribe().await.map_err(connection_error)?;
         }
-        self.retries.lock().clear();
-        Ok(())
-    }
-}
-
-struct CoreAcker {
-    retries: Weak<Retries>,
-    message: Message,
-    attempt: u32,
-}
-
-#[async_trait]
-impl Acker for CoreAcker {
-    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        Ok(())
-    }
-
-    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
-        let retries = self
-            .retries
-            .upgrade()
-            .ok_or_else(|| BrokerError::Settled("the subscription is closed".into()))?;
-        retries
-            .lock()
-            .push((Instant::now() + delay, self.message, self.attempt + 1));
-        retries.notify.notify_waiters();
+        self.retries.clear();
         Ok(())
     }
 }

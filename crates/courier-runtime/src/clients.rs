@@ -59,6 +59,10 @@ impl ClientPool {
                     BackendKind::Nats => {
                         Arc::new(courier_nats::NatsBackend::connect(url, &config.options).await?)
                     }
+                    #[cfg(feature = "redis")]
+                    BackendKind::Redis => {
+                        Arc::new(courier_redis::RedisBackend::connect(url, &config.options).await?)
+                    }
                 };
                 tracing::info!(client = name, backend = backend.kind(), "connected");
                 Ok::<_, BrokerError>(backend)

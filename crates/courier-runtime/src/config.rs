@@ -109,6 +109,9 @@ pub enum BackendKind {
     /// NATS, core or JetStream (`options.jetstream = true`).
     #[cfg(feature = "nats")]
     Nats,
+    /// Redis, pub/sub or Streams (`options.streams = true`).
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 impl BackendKind {
@@ -118,6 +121,8 @@ impl BackendKind {
             Self::Embedded => "embedded",
             #[cfg(feature = "nats")]
             Self::Nats => "nats",
+            #[cfg(feature = "redis")]
+            Self::Redis => "redis",
         }
     }
 
@@ -127,6 +132,8 @@ impl BackendKind {
             Self::Embedded => &[],
             #[cfg(feature = "nats")]
             Self::Nats => courier_nats::CLIENT_OPTION_KEYS,
+            #[cfg(feature = "redis")]
+            Self::Redis => courier_redis::CLIENT_OPTION_KEYS,
         }
     }
 

@@ -55,3 +55,31 @@ mod jetstream {
     }
     super::conformance!(client);
 }
+
+#[cfg(feature = "redis")]
+mod redis_pubsub {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("redis-server", 6379).then(|| Target {
+            client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"".into(),
+            prefix: "rps",
+        })
+    }
+    super::conformance!(client);
+}
+
+#[cfg(feature = "redis")]
+mod redis_streams {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("redis-server", 6379).then(|| Target {
+            client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
+                     options = { streams = true, maxlen = 100000 }"
+                .into(),
+            prefix: "rst",
+        })
+    }
+    super::conformance!(client);
+}

@@ -1,0 +1,403 @@
+//! Redis Streams: durable messages with consumer groups.
+//!
+//! A channel is the stream `{key-prefix}{channel}`. Competing subscriptions of
+//! one group share the consumer group of that name; a broadcast subscription
+//! gets a consumer group of its own (removed on close), or a named one with
+//! the `durable` option. New entries are read with `XREADGROUP`; entries left
+//! unacknowledged for `ack-wait` — by a consumer that crashed, or by a `nack`
+//! — are taken over with `XAUTOCLAIM`. A `nack` marks the entry idle enough to
+//! be reclaimed once its delay is over (`XCLAIM … IDLE … JUSTID`), so the
+//! delay is capped at `ack-wait`. The attempt is the entry's delivery counter.
+//! Wildcard subscriptions are not supported: a stream is one key.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::{BrokerError, Message};
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use crate::fields::{from_fields, to_fields};
+use crate::options::RedisOptions;
+use crate::{KIND, connection_error, manager};
+
+/// How long one `XREADGROUP` blocks; also how often stale entries are sought.
+pub const BLOCK: Duration = Duration::from_millis(100);
+
+/// Entries fetched at most per read.
+const COUNT: usize = 100;
+
+fn key(options: &RedisOptions, topic: &str) -> String {
+    format!("{}{topic}", options.key_prefix)
+}
+
+/// Appends each message to its channel's stream.
+pub async fn publish(
+    conn: &mut ConnectionManager,
+    options: &RedisOptions,
+    messages: Vec<Message>,
+) -> Result<(), BrokerError> {
+    let mut pipe = redis::pipe();
+    for m in &messages {
+        let cmd = pipe.cmd("XADD").arg(key(options, &m.topic));
+        if let Some(n) = options.maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*");
+        for (k, v) in to_fields(m) {
+            cmd.arg(k).arg(v);
+        }
+        cmd.ignore();
+    }
+    pipe.query_async::<()>(conn).await.map_err(connection_error)
+}
+
+static CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
+/// Opens a consumer-group subscription on one stream.
+pub async fn subscribe(
+    client: &redis::Client,
+    mut conn: ConnectionManager,
+    options: &RedisOptions,
+    spec: SubscriptionSpec,
+) -> Result<Box<dyn Subscription>, BrokerError> {
+    if !spec.pattern.is_literal() {
+        return Err(BrokerError::Unsupported {
+            backend: KIND,
+            what: format!(
+                "wildcard subscriptions on Redis Streams (`{}`): a stream is one key",
+                spec.pattern
+            ),
+        });
+    }
+    let stream = key(options, spec.pattern.as_str());
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        CONSUMERS.fetch_add(1, Ordering::Relaxed)
+    );
+    let (group, ephemeral) = match (&spec.mode, spec.options.get("durable")) {
+        (Mode::Competing { group }, _) => (group.clone(), false),
+        (Mode::Broadcast, Some(durable)) => (durable.clone(), false),
+        (Mode::Broadcast, None) => (format!("courier-{}-{unique}", rand_suffix()), true),
+    };
+    let start = match spec.options.get("start").map(String::as_str) {
+        None | Some("new") => "$",
+        Some("all") => "0",
+        Some(v) => {
+            return Err(BrokerError::Invalid(format!(
+                "start: expected new or all, got `{v}`"
+            )));
+        }
+    };
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(&group)
+        .arg(start)
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await;
+    match created {
+        Ok(()) => {}
+        Err(e) if e.code() == Some("BUSYGROUP") => {}
+        Err(e) => {
+            return Err(connection_error(format!(
+                "creating group `{group}` on `{stream}`: {e}"
+            )));
+        }
+    }
+    let reader = manager(client, options).await?;
+    Ok(Box::new(StreamSubscription {
+        reader,
+        conn,
+        topic: spec.pattern.as_str().to_string(),
+        stream,
+        group,
+        consumer: format!("courier-{unique}"),
+        ack_wait: spec.ack_wait,
+        ephemeral,
+        ready: VecDeque::new(),
+        last_claim: Instant::now(),
+        closed: false,
+    }))
+}
+
+fn rand_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CONSUMERS.load(Ordering::Relaxed));
+    format!("{:08x}", h.finish() as u32)
+}
+
+struct StreamSubscription {
+    /// A connection of its own: `XREADGROUP … BLOCK` holds it.
+    reader: ConnectionManager,
+    conn: ConnectionManager,
+    topic: String,
+    stream: String,
+    group: String,
+    consumer: String,
+    ack_wait: Duration,
+    ephemeral: bool,
+    ready: VecDeque<Delivery>,
+    last_claim: Instant,
+    closed: bool,
+}
+
+/// One stream entry: its id and fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).unwrap_or_default().into_bytes(),
+    }
+}
+
+/// Parses `[[id, [field, value, …]], …]`, skipping deleted entries.
+fn entries(v: &Value) -> Vec<Entry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let id = text(pair.first()?)?;
+            let Value::Array(flat) = pair.get(1)? else {
+                return None;
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| Some((text(kv.first()?)?, bytes(kv.get(1)?))))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+/// Parses an `XREADGROUP` reply (RESP2 array or RESP3 map) into entries.
+fn read_reply(v: &Value) -> Vec<Entry> {
+    match v {
+        Value::Array(streams) => streams
+            .iter()
+            .flat_map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => entries(&kv[1]),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(streams) => streams.iter().flat_map(|(_, e)| entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl StreamSubscription {
+    fn delivery(&self, (id, fields): Entry, attempt: u32) -> Delivery {
+        Delivery {
+            message: from_fields(&self.topic, fields),
+            attempt,
+            acker: Box::new(StreamAcker {
+                conn: self.conn.clone(),
+                stream: self.stream.clone(),
+                group: self.group.clone(),
+                consumer: self.consumer.clone(),
+                id,
+                ack_wait: self.ack_wait,
+            }),
+        }
+    }
+
+    /// Takes over entries idle for `ack-wait`, with their delivery counts.
+    async fn claim(&mut self) -> Result<(), BrokerError> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.ack_wait.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(COUNT)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        let claimed = match &reply {
+            Value::Array(parts) if parts.len() >= 2 => entries(&parts[1]),
+            _ => Vec::new(),
+        };
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        // Delivery counters of this consumer's pending entries.
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("-")
+            .arg("+")
+            .arg(COUNT * 10)
+            .arg(&self.consumer)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        let mut counts = HashMap::new();
+        if let Value::Array(rows) = &pending {
+            for row in rows {
+                if let Value::Array(cols) = row
+                    && let (Some(id), Some(Value::Int(n))) =
+                        (cols.first().and_then(text), cols.get(3))
+                {
+                    counts.insert(id, *n);
+                }
+            }
+        }
+        for entry in claimed {
+            let attempt = counts.get(&entry.0).map_or(2, |n| (*n).max(1) as u32);
+            let d = self.delivery(entry, attempt);
+            self.ready.push_back(d);
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<(), BrokerError> {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(&mut self.reader)
+            .await
+            .map_err(connection_error)?;
+        for entry in read_reply(&reply) {
+            let d = self.delivery(entry, 1);
+            self.ready.push_back(d);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscription for StreamSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            if let Some(d) = self.ready.pop_front() {
+                return Some(Ok(d));
+            }
+            let result = if self.last_claim.elapsed() >= BLOCK {
+                self.last_claim = Instant::now();
+                self.claim().await
+            } else {
+                self.read().await
+            };
+            if let Err(e) = result {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), BrokerError> {
+        self.closed = true;
+        self.ready.clear();
+        if self.ephemeral {
+            let _: () = redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(connection_error)?;
+        }
+        Ok(())
+    }
+}
+
+struct StreamAcker {
+    conn: ConnectionManager,
+    stream: String,
+    group: String,
+    consumer: String,
+    id: String,
+    ack_wait: Duration,
+}
+
+#[async_trait]
+impl Acker for StreamAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        let _: i64 = redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.id)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        Ok(())
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        // Idle enough that XAUTOCLAIM takes it over once `delay` has passed.
+        let idle = self.ack_wait.saturating_sub(delay);
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(&self.id)
+            .arg("IDLE")
+            .arg(idle.as_millis() as u64)
+            .arg("JUSTID")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies() {
+        let entry = |id: &str, k: &str, v: &str| {
+            Value::Array(vec![
+                Value::BulkString(id.into()),
+                Value::Array(vec![
+                    Value::BulkString(k.into()),
+                    Value::BulkString(v.into()),
+                ]),
+            ])
+        };
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"s".to_vec()),
+            Value::Array(vec![entry("1-0", "data", "a"), entry("2-0", "data", "b")]),
+        ])]);
+        let got = read_reply(&reply);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].0, "2-0");
+        assert_eq!(got[1].1, vec![("data".to_string(), b"b".to_vec())]);
+        assert!(read_reply(&Value::Nil).is_empty());
+    }
+}
