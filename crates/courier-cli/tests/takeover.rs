@@ -85,7 +85,7 @@ env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
     // The stream must exist before publishing: the first host creates it, so
     // create it here the same way for a clean start.
     let js = async_nats::jetstream::new(plain.clone());
-    let mut stream = js
+    let stream = js
         .get_or_create_stream(async_nats::jetstream::stream::Config {
             name: "COURIER_TAKEOVER".into(),
             subjects: vec!["takeover.>".into()],

@@ -143,6 +143,8 @@ pub struct GuestRuntime {
     subs: Mutex<HashMap<String, ActiveSub>>,
     tx: mpsc::Sender<Inbound>,
     rx: Mutex<mpsc::Receiver<Inbound>>,
+    /// Deliveries in `tx`'s queue (or carried by a worker), not yet in a batch.
+    queued: Arc<AtomicUsize>,
     busy: AtomicUsize,
     stats: Stats,
     shutdown: watch::Sender<bool>,
@@ -170,6 +172,7 @@ impl GuestRuntime {
             subs: Mutex::new(HashMap::new()),
             tx,
             rx: Mutex::new(rx),
+            queued: Arc::new(AtomicUsize::new(0)),
             busy: AtomicUsize::new(0),
             stats: Stats::default(),
             shutdown: watch::channel(false).0,
@@ -201,7 +204,7 @@ impl GuestRuntime {
 
     /// Whether nothing is queued, being handled, or (in auto-ack mode) held.
     pub fn idle(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
+        self.queued.load(Ordering::SeqCst) == 0
             && self.busy.load(Ordering::SeqCst) == 0
             && (self.config.ack == AckMode::Manual || self.tracker.is_empty())
     }
@@ -375,6 +378,7 @@ impl GuestRuntime {
             sub,
             source,
             self.tx.clone(),
+            self.queued.clone(),
             stopped,
             self.name.clone(),
         ));
@@ -403,8 +407,11 @@ impl GuestRuntime {
     /// redelivery met while filling a batch for the next one.
     async fn next_batch(&self, carry: &mut Option<Inbound>) -> Option<Vec<Inbound>> {
         let isolated = |d: &Inbound| d.delivery.attempt > 1;
+        // Busy before no longer queued, so that `idle` never sees neither.
+        let taken = |n: usize| self.queued.fetch_sub(n, Ordering::SeqCst);
         if let Some(first) = carry.take() {
             self.busy.fetch_add(1, Ordering::SeqCst);
+            taken(1);
             return Some(vec![first]);
         }
         let mut shutdown = self.shutdown.subscribe();
@@ -414,6 +421,7 @@ impl GuestRuntime {
             _ = shutdown.wait_for(|s| *s) => return None,
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
+        taken(1);
         if isolated(&first) {
             return Some(vec![first]);
         }
@@ -432,6 +440,7 @@ impl GuestRuntime {
                 *carry = Some(next);
                 break;
             }
+            taken(1);
             batch.push(next);
         }
         Some(batch)
@@ -697,30 +706,31 @@ async fn pump(
     mut sub: Box<dyn Subscription>,
     source: Arc<Source>,
     tx: mpsc::Sender<Inbound>,
+    queued: Arc<AtomicUsize>,
     mut stop: oneshot::Receiver<()>,
     guest: Arc<str>,
 ) {
     loop {
+        // Room in the guest's queue first, then a message: what the guest
+        // cannot take yet stays available in the broker for other consumers.
+        // Waiting must not block an unsubscribe: the guest may be
+        // unsubscribing from inside the handler that would make the room.
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = &mut stop => break,
             next = sub.next() => match next {
                 Some(Ok(delivery)) => {
-                    // Waiting for room in the queue must not block an
-                    // unsubscribe: the guest may be unsubscribing from inside
-                    // the handler that would make the room.
-                    let permit = tokio::select! {
-                        permit = tx.reserve() => permit,
-                        _ = &mut stop => {
-                            let _ = delivery.acker.nack(Duration::ZERO).await;
-                            break;
-                        }
-                    };
-                    match permit {
-                        Ok(permit) => permit.send(Inbound { delivery, source: source.clone() }),
-                        Err(_) => break,
-                    }
+                    queued.fetch_add(1, Ordering::SeqCst);
+                    permit.send(Inbound { delivery, source: source.clone() });
                 }
                 Some(Err(e)) => {
+                    drop(permit);
                     tracing::warn!(guest = %guest, "subscription error, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

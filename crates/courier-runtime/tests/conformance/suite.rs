@@ -207,17 +207,21 @@ pub async fn broadcast_reaches_every_subscriber(target: &Target) {
     assert_eq!(a, 20);
 }
 
+/// Two competing consumers that take a while per batch, so neither can take
+/// all the work before the other starts.
 const COMPETING: &str = r#"
     [guests.c]
     component = "{uppercase}"
-    env = { OUT = "{ns}.out" }
+    env = { OUT = "{ns}.out", DELAY_MS = "20" }
+    batch-size = 10
     subscribe = ["{ns}.work"]
     allow-publish = ["{ns}.>"]
     mode = "point-to-point"
     group = "workers"
     [guests.d]
     component = "{uppercase}"
-    env = { OUT = "{ns}.out" }
+    env = { OUT = "{ns}.out", DELAY_MS = "20" }
+    batch-size = 10
     subscribe = ["{ns}.work"]
     allow-publish = ["{ns}.>"]
     mode = "point-to-point"
