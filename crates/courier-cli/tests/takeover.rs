@@ -51,6 +51,7 @@ async fn survivor_completes_the_killed_hosts_messages() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("courier.toml");
+    let group = format!("g{}", ns.replace('.', "_"));
     std::fs::write(
         &config,
         format!(
@@ -74,7 +75,6 @@ ack-wait-ms = 2000
 env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
 "#,
             component = test_programs::UPPERCASE,
-            group = format!("g{}", ns.replace('.', "_")),
         ),
     )
     .unwrap();
@@ -113,7 +113,6 @@ env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
     while seen.len() < N && Instant::now() < deadline {
         if !killed && seen.len() >= N / 5 {
             a.kill().unwrap(); // SIGKILL
-            a.wait().unwrap();
             killed = true;
         }
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), out.next()).await {
@@ -122,6 +121,8 @@ env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
                 .or_default() += 1;
         }
     }
+    let _ = a.kill();
+    a.wait().unwrap();
     // Stop the survivor gracefully and read its summary.
     let _ = Command::new("kill")
         .args(["-TERM", &b.id().to_string()])
@@ -134,7 +135,6 @@ env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
         .unwrap();
     b.wait().unwrap();
     // Leave the shared stream as it was.
-    let group = format!("g{}", ns.replace('.', "_"));
     let consumer = courier_nats::jetstream::consumer_name(&group, &format!("{ns}.in"));
     stream.delete_consumer(&consumer).await.unwrap();
     stream.purge().filter(format!("{ns}.>")).await.unwrap();

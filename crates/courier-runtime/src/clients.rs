@@ -15,11 +15,14 @@ use tokio::sync::OnceCell;
 
 use crate::config::{BackendKind, ClientConfig};
 
+/// A client's connection, made once by whoever needs it first.
+type Slot = Arc<OnceCell<Arc<dyn Backend>>>;
+
 /// Named, pooled broker connections.
 pub struct ClientPool {
     configs: BTreeMap<String, ClientConfig>,
     embedded: EmbeddedBroker,
-    connected: Mutex<HashMap<String, Arc<OnceCell<Arc<dyn Backend>>>>>,
+    connected: Mutex<HashMap<String, Slot>>,
 }
 
 impl ClientPool {
@@ -63,6 +66,10 @@ impl ClientPool {
                     BackendKind::Redis => {
                         Arc::new(courier_redis::RedisBackend::connect(url, &config.options).await?)
                     }
+                    #[cfg(feature = "amqp")]
+                    BackendKind::Amqp => {
+                        Arc::new(courier_amqp::AmqpBackend::connect(url, &config.options).await?)
+                    }
                 };
                 tracing::info!(client = name, backend = backend.kind(), "connected");
                 Ok::<_, BrokerError>(backend)
@@ -71,7 +78,7 @@ impl ClientPool {
         Ok(backend.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<dyn Backend>>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.connected.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -112,6 +112,9 @@ pub enum BackendKind {
     /// Redis, pub/sub or Streams (`options.streams = true`).
     #[cfg(feature = "redis")]
     Redis,
+    /// AMQP 0-9-1 (RabbitMQ).
+    #[cfg(feature = "amqp")]
+    Amqp,
 }
 
 impl BackendKind {
@@ -123,6 +126,8 @@ impl BackendKind {
             Self::Nats => "nats",
             #[cfg(feature = "redis")]
             Self::Redis => "redis",
+            #[cfg(feature = "amqp")]
+            Self::Amqp => "amqp",
         }
     }
 
@@ -134,6 +139,8 @@ impl BackendKind {
             Self::Nats => courier_nats::CLIENT_OPTION_KEYS,
             #[cfg(feature = "redis")]
             Self::Redis => courier_redis::CLIENT_OPTION_KEYS,
+            #[cfg(feature = "amqp")]
+            Self::Amqp => courier_amqp::CLIENT_OPTION_KEYS,
         }
     }
 

@@ -114,13 +114,16 @@ struct SubSettings {
 
 struct ActiveSub {
     settings: SubSettings,
-    stop: oneshot::Sender<()>,
+    /// Stops the pump; `true` at shutdown, when the pump keeps the
+    /// subscription open until the workers have settled their batches.
+    stop: oneshot::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl ActiveSub {
+    /// Unsubscribes now.
     async fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(false);
         let _ = self.task.await;
     }
 }
@@ -148,6 +151,8 @@ pub struct GuestRuntime {
     busy: AtomicUsize,
     stats: Stats,
     shutdown: watch::Sender<bool>,
+    /// Set once every worker has stopped, at shutdown.
+    workers_done: watch::Sender<bool>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -176,6 +181,7 @@ impl GuestRuntime {
             busy: AtomicUsize::new(0),
             stats: Stats::default(),
             shutdown: watch::channel(false).0,
+            workers_done: watch::channel(false).0,
             workers: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -232,9 +238,13 @@ impl GuestRuntime {
 
     /// Stops subscriptions, lets workers finish their batch, and waits for them.
     pub(crate) async fn stop(&self) {
+        // Stop taking messages, but close the subscriptions only once the
+        // workers are done: on some brokers (AMQP) an ack needs its channel.
         let subs: Vec<ActiveSub> = self.subs.lock().await.drain().map(|(_, s)| s).collect();
+        let mut pumps = Vec::with_capacity(subs.len());
         for s in subs {
-            s.stop().await;
+            let _ = s.stop.send(true);
+            pumps.push(s.task);
         }
         self.shutdown.send_replace(true);
         let workers: Vec<_> = self
@@ -245,6 +255,10 @@ impl GuestRuntime {
             .collect();
         for w in workers {
             let _ = w.await;
+        }
+        self.workers_done.send_replace(true);
+        for p in pumps {
+            let _ = p.await;
         }
     }
 
@@ -380,6 +394,7 @@ impl GuestRuntime {
             self.tx.clone(),
             self.queued.clone(),
             stopped,
+            self.workers_done.subscribe(),
             self.name.clone(),
         ));
         Ok(ActiveSub {
@@ -707,23 +722,31 @@ async fn pump(
     source: Arc<Source>,
     tx: mpsc::Sender<Inbound>,
     queued: Arc<AtomicUsize>,
-    mut stop: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<bool>,
+    mut workers_done: watch::Receiver<bool>,
     guest: Arc<str>,
 ) {
+    let mut shutdown = false;
     loop {
         // Room in the guest's queue first, then a message: what the guest
         // cannot take yet stays available in the broker for other consumers.
         // Waiting must not block an unsubscribe: the guest may be
         // unsubscribing from inside the handler that would make the room.
         let permit = tokio::select! {
-            _ = &mut stop => break,
+            r = &mut stop => {
+                shutdown = r.unwrap_or(false);
+                break;
+            }
             permit = tx.reserve() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
         };
         tokio::select! {
-            _ = &mut stop => break,
+            r = &mut stop => {
+                shutdown = r.unwrap_or(false);
+                break;
+            }
             next = sub.next() => match next {
                 Some(Ok(delivery)) => {
                     queued.fetch_add(1, Ordering::SeqCst);
@@ -737,6 +760,9 @@ async fn pump(
                 None => break,
             },
         }
+    }
+    if shutdown {
+        let _ = workers_done.wait_for(|done| *done).await;
     }
     if let Err(e) = sub.close().await {
         tracing::warn!(guest = %guest, "closing subscription: {e}");

@@ -83,3 +83,18 @@ mod redis_streams {
     }
     super::conformance!(client);
 }
+
+#[cfg(feature = "amqp")]
+mod amqp {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("rabbitmq", 5672).then(|| Target {
+            client: "backend = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n\
+                     options = { exchange = \"courier.conformance\" }"
+                .into(),
+            prefix: "amqp",
+        })
+    }
+    super::conformance!(client);
+}

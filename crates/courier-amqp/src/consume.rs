@@ -1,0 +1,262 @@
+//! Subscriptions: a queue bound to the topic exchange, consumed with manual acks.
+//!
+//! A broadcast subscription declares an exclusive, auto-deleted queue of its
+//! own (or a durable one named by the `durable` option); competing
+//! subscriptions of a group share the durable queue `courier.GROUP.PATTERN`.
+//! `prefetch` (basic.qos) bounds unacknowledged deliveries. RabbitMQ's requeue
+//! has no delay and classic queues count no attempts, so a `nack` waits out
+//! its delay, publishes the message straight back to its queue with the next
+//! attempt in a header (confirmed), then acks the original; if Courier dies
+//! meanwhile, the unacked original is redelivered by RabbitMQ. Each
+//! subscription has a connection of its own and opens it again when lost.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::{BrokerError, Message};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+
+use crate::options::{AmqpOptions, parse_prefetch};
+use crate::properties::{from_delivery, to_properties};
+use crate::{AmqpBackend, connection_error, wait_confirms};
+
+/// Opens a subscription.
+pub async fn subscribe(
+    backend: &AmqpBackend,
+    spec: SubscriptionSpec,
+) -> Result<Box<dyn Subscription>, BrokerError> {
+    let prefetch = match spec.options.get("prefetch") {
+        None => backend.options.prefetch,
+        Some(v) => parse_prefetch(v).ok_or_else(|| {
+            BrokerError::Invalid(format!("prefetch: expected 1 to 65535, got `{v}`"))
+        })?,
+    };
+    let (queue, exclusive) = match (&spec.mode, spec.options.get("durable")) {
+        (Mode::Competing { group }, _) => (format!("courier.{group}.{}", spec.pattern), false),
+        (Mode::Broadcast, Some(name)) => (name.clone(), false),
+        (Mode::Broadcast, None) => (String::new(), true),
+    };
+    let mut sub = AmqpSubscription {
+        url: backend.url.clone(),
+        options: backend.options.clone(),
+        spec,
+        prefetch,
+        queue,
+        exclusive,
+        open: None,
+    };
+    sub.open().await?;
+    Ok(Box::new(sub))
+}
+
+struct Open {
+    _connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+    /// The queue's name (server-named for exclusive queues).
+    queue: String,
+}
+
+struct AmqpSubscription {
+    url: String,
+    options: AmqpOptions,
+    spec: SubscriptionSpec,
+    prefetch: u16,
+    queue: String,
+    exclusive: bool,
+    open: Option<Open>,
+}
+
+impl AmqpSubscription {
+    async fn open(&mut self) -> Result<(), BrokerError> {
+        let timeout = self.options.connect_timeout;
+        let connection = tokio::time::timeout(
+            timeout,
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| connection_error(format!("{}: no answer within {timeout:?}", self.url)))?
+        .map_err(|e| connection_error(format!("{}: {e}", self.url)))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(connection_error)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(connection_error)?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(connection_error)?;
+        let declared = channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: !self.exclusive && self.options.durable,
+                    exclusive: self.exclusive,
+                    auto_delete: self.exclusive,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| connection_error(format!("declaring queue `{}`: {e}", self.queue)))?;
+        let queue = declared.name().as_str().to_string();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.options.exchange.as_str().into(),
+                self.spec.pattern.to_amqp().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| connection_error(format!("binding queue `{queue}`: {e}")))?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(connection_error)?;
+        self.open = Some(Open {
+            _connection: connection,
+            channel,
+            consumer,
+            queue,
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscription for AmqpSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        loop {
+            let Some(open) = self.open.as_mut() else {
+                if let Err(e) = self.open().await {
+                    return Some(Err(e));
+                }
+                tracing::info!(pattern = %self.spec.pattern, "amqp: consuming again");
+                continue;
+            };
+            let delivery = match open.consumer.next().await {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    self.open = None;
+                    return Some(Err(connection_error(e)));
+                }
+                None => {
+                    self.open = None;
+                    return Some(Err(connection_error("the consumer was cancelled")));
+                }
+            };
+            let (message, recorded) = from_delivery(
+                delivery.routing_key.as_str(),
+                &delivery.properties,
+                delivery.data,
+            );
+            // `#` also matches zero tokens, `>` needs one: drop the difference.
+            if !self.spec.pattern.matches(&message.topic) {
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                continue;
+            }
+            let attempt = recorded.unwrap_or(1) + u32::from(delivery.redelivered);
+            return Some(Ok(Delivery {
+                message: message.clone(),
+                attempt,
+                acker: Box::new(AmqpAcker {
+                    acker: delivery.acker,
+                    channel: open.channel.clone(),
+                    queue: open.queue.clone(),
+                    message,
+                    attempt,
+                    persistent: self.options.durable,
+                    timeout: self.options.connect_timeout,
+                }),
+            }));
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), BrokerError> {
+        if let Some(open) = self.open.take() {
+            let tag = open.consumer.tag();
+            open.channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await
+                .map_err(connection_error)?;
+            let _ = open.channel.close(200, "unsubscribed".into()).await;
+        }
+        Ok(())
+    }
+}
+
+struct AmqpAcker {
+    acker: lapin::Acker,
+    channel: Channel,
+    queue: String,
+    message: Message,
+    attempt: u32,
+    persistent: bool,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(connection_error)
+    }
+
+    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        // Hold the message for its delay, then put it back with the next
+        // attempt; the original stays unacked until the copy is confirmed.
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let republished = async {
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        "".into(),
+                        self.queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &self.message.data,
+                        to_properties(&self.message, self.persistent, Some(self.attempt + 1)),
+                    )
+                    .await
+                    .map_err(connection_error)?;
+                wait_confirms(vec![(self.queue.clone(), confirm)], self.timeout).await
+            };
+            let settled = match republished.await {
+                Ok(()) => self.acker.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    tracing::warn!(queue = %self.queue, "amqp: requeue failed, nacking instead: {e}");
+                    self.acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::warn!(queue = %self.queue, "amqp: settling a rejected message: {e}");
+            }
+        });
+        Ok(())
+    }
+}

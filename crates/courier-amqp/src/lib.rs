@@ -1,0 +1,179 @@
+//! The AMQP 0-9-1 (RabbitMQ) backend of Courier.
+//!
+//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`properties`]: message fields ↔ AMQP properties and headers.
+//! - [`consume`]: subscriptions on queues bound to the topic exchange.
+//!
+//! Every message is published to one topic exchange with its channel as the
+//! routing key, with publisher confirms: `send` returns once RabbitMQ has
+//! confirmed every message. A broadcast subscription reads its own exclusive
+//! queue; competing subscriptions of a group share a durable queue named
+//! after the group and pattern. Channel patterns become binding keys (`*`,
+//! `#`).
+
+pub mod consume;
+pub mod options;
+pub mod properties;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+pub use options::{AmqpOptions, CLIENT_OPTION_KEYS};
+
+pub(crate) const KIND: &str = "amqp";
+
+pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::connection(KIND, e)
+}
+
+/// Subscription option keys (`extensions`) the AMQP backend understands.
+pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "prefetch"];
+
+/// A connection to an AMQP 0-9-1 broker.
+pub struct AmqpBackend {
+    url: String,
+    options: AmqpOptions,
+    /// The connection and its publishing channel (confirms on), remade when lost.
+    link: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl AmqpBackend {
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`) and declares
+    /// the topic exchange.
+    pub async fn connect(
+        url: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, BrokerError> {
+        let backend = Self {
+            url: url.to_string(),
+            options: AmqpOptions::parse(options)?,
+            link: Mutex::new(None),
+        };
+        backend.channel().await?;
+        Ok(backend)
+    }
+
+    /// The publishing channel, connecting again if it was lost.
+    async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut link = self.link.lock().await;
+        if let Some((conn, channel)) = link.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let (conn, channel) = self.link().await?;
+        *link = Some((conn, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Connects, opens a channel with publisher confirms, declares the exchange.
+    async fn link(&self) -> Result<(Connection, Channel), BrokerError> {
+        let timeout = self.options.connect_timeout;
+        let conn = tokio::time::timeout(
+            timeout,
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| connection_error(format!("{}: no answer within {timeout:?}", self.url)))?
+        .map_err(|e| connection_error(format!("{}: {e}", self.url)))?;
+        let channel = conn.create_channel().await.map_err(connection_error)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(connection_error)?;
+        channel
+            .exchange_declare(
+                self.options.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: self.options.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                connection_error(format!(
+                    "declaring exchange `{}`: {e}",
+                    self.options.exchange
+                ))
+            })?;
+        Ok((conn, channel))
+    }
+}
+
+#[async_trait]
+impl Backend for AmqpBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn features(&self) -> Features {
+        Features {
+            durable: self.options.durable,
+            ..Features::ALL
+        }
+    }
+
+    fn option_keys(&self) -> &'static [&'static str] {
+        SUBSCRIPTION_OPTION_KEYS
+    }
+
+    async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
+        for m in &messages {
+            courier_broker::Pattern::parse_literal(&m.topic)?;
+        }
+        let channel = self.channel().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let confirm = channel
+                .basic_publish(
+                    self.options.exchange.as_str().into(),
+                    m.topic.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.data,
+                    properties::to_properties(m, self.options.durable, None),
+                )
+                .await
+                .map_err(connection_error)?;
+            confirms.push((m.topic.clone(), confirm));
+        }
+        wait_confirms(confirms, self.options.connect_timeout).await
+    }
+
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        consume::subscribe(self, spec).await
+    }
+}
+
+/// Waits for every publisher confirm; a nack or a timeout is an error.
+pub(crate) async fn wait_confirms(
+    confirms: Vec<(String, lapin::PublisherConfirm)>,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
+    for (topic, confirm) in confirms {
+        let confirmation = tokio::time::timeout(timeout, confirm)
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                operation: "amqp publisher confirm",
+                after: timeout,
+            })?
+            .map_err(connection_error)?;
+        if let Confirmation::Nack(_) = confirmation {
+            return Err(BrokerError::Other(format!(
+                "the broker refused the message to `{topic}`"
+            )));
+        }
+    }
+    Ok(())
+}

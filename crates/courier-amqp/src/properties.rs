@@ -1,0 +1,140 @@
+//! Message fields ↔ AMQP basic properties.
+//!
+//! `content-type` and `reply-to` are the AMQP properties of those names;
+//! metadata entries are headers (a repeated key becomes a field array, in
+//! order). Courier keeps the delivery attempt of messages it requeues in the
+//! header `x-courier-attempt`, which is not metadata. Headers of other types,
+//! set by other clients, come back as text.
+
+use courier_broker::Message;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+/// Header with the delivery attempt of a message Courier requeued.
+pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
+/// Header with the original channel of a message Courier requeued (it goes
+/// back straight to its queue, under the queue's name).
+pub const TOPIC_HEADER: &str = "x-courier-topic";
+
+/// The properties of `m`; `persistent` sets delivery mode 2; `requeued`
+/// records the attempt and channel of a message Courier sends back to its queue.
+pub fn to_properties(m: &Message, persistent: bool, requeued: Option<u32>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let mut keys: Vec<&str> = Vec::new();
+    for (k, _) in &m.metadata {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
+        }
+    }
+    for k in keys {
+        let values: Vec<AMQPValue> = m
+            .metadata
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| AMQPValue::LongString(LongString::from(v.as_bytes())))
+            .collect();
+        let value = if values.len() == 1 {
+            values.into_iter().next().expect("one value")
+        } else {
+            AMQPValue::FieldArray(FieldArray::from(values))
+        };
+        headers.insert(k.into(), value);
+    }
+    if let Some(a) = requeued {
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(a));
+        headers.insert(
+            TOPIC_HEADER.into(),
+            AMQPValue::LongString(LongString::from(m.topic.as_bytes())),
+        );
+    }
+    let mut p = BasicProperties::default().with_headers(headers);
+    if let Some(ct) = &m.content_type {
+        p = p.with_content_type(ct.as_str().into());
+    }
+    if let Some(r) = &m.reply_to {
+        p = p.with_reply_to(r.as_str().into());
+    }
+    if persistent {
+        p = p.with_delivery_mode(2);
+    }
+    p
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The message delivered on `routing_key` (or the channel Courier recorded
+/// when it requeued it), and the attempt it recorded then.
+pub fn from_delivery(
+    routing_key: &str,
+    properties: &BasicProperties,
+    data: Vec<u8>,
+) -> (Message, Option<u32>) {
+    let mut m = Message::new(routing_key, data);
+    m.content_type = properties
+        .content_type()
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    m.reply_to = properties
+        .reply_to()
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    let mut attempt = None;
+    if let Some(headers) = properties.headers() {
+        for (k, v) in headers.inner() {
+            let k = k.as_str();
+            match v {
+                _ if k == ATTEMPT_HEADER => {
+                    attempt = value_text(v).parse().ok();
+                }
+                _ if k == TOPIC_HEADER => m.topic = value_text(v),
+                AMQPValue::FieldArray(values) => {
+                    for v in values.as_slice() {
+                        m.metadata.push((k.to_string(), value_text(v)));
+                    }
+                }
+                v => m.metadata.push((k.to_string(), value_text(v))),
+            }
+        }
+    }
+    (m, attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = Message {
+            topic: "a.b".into(),
+            content_type: Some("text/plain".into()),
+            reply_to: Some("r.1".into()),
+            data: "x".into(),
+            metadata: vec![
+                ("a".into(), "1".into()),
+                ("k".into(), "2".into()),
+                ("k".into(), "3".into()),
+            ],
+        };
+        let p = to_properties(&m, true, Some(4));
+        let (back, attempt) = from_delivery("courier.group.queue", &p, b"x".to_vec());
+        assert_eq!(back, m);
+        assert_eq!(attempt, Some(4));
+    }
+}
