@@ -5,12 +5,15 @@
 //! it out again after the delay, with the attempt counter raised. These
 //! redeliveries die with the process, like the broker's own at-most-once
 //! delivery; durable backends use the broker's native mechanism instead.
+//! A backend that must still tell the broker when the message is finally
+//! settled (MQTT's PUBACK) passes a [`Settle`] action along.
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -18,10 +21,22 @@ use tokio::time::Instant;
 use crate::backend::{Acker, Delivery};
 use crate::{BrokerError, Message};
 
+/// What accepting (or terminating) a message means to the broker, run once
+/// when the delivery or one of its redeliveries is finally acked or termed.
+pub type Settle = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BrokerError>> + Send + Sync>;
+
+/// A rejected message waiting for its redelivery.
+struct Waiting {
+    due: Instant,
+    message: Message,
+    attempt: u32,
+    settle: Option<Settle>,
+}
+
 /// Rejected messages of one subscription, waiting to be handed out again.
 #[derive(Default)]
 pub struct LocalRetries {
-    queue: Mutex<Vec<(Instant, Message, u32)>>,
+    queue: Mutex<Vec<Waiting>>,
     notify: Notify,
 }
 
@@ -39,12 +54,22 @@ impl LocalRetries {
         Arc::new(Self::default())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, Message, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A delivery of `message` whose nack comes back here.
     pub fn delivery(self: &Arc<Self>, message: Message, attempt: u32) -> Delivery {
+        self.delivery_settling(message, attempt, None)
+    }
+
+    /// A delivery whose final ack or term runs `settle`.
+    pub fn delivery_settling(
+        self: &Arc<Self>,
+        message: Message,
+        attempt: u32,
+        settle: Option<Settle>,
+    ) -> Delivery {
         Delivery {
             message: message.clone(),
             attempt,
@@ -52,21 +77,21 @@ impl LocalRetries {
                 retries: Arc::downgrade(self),
                 message,
                 attempt,
+                settle,
             }),
         }
     }
 
     /// A due retry, or when the next one falls due.
-    fn due(&self, now: Instant) -> Result<(Message, u32), Option<Instant>> {
+    fn due(&self, now: Instant) -> Result<Waiting, Option<Instant>> {
         let mut q = self.lock();
-        let Some(i) = (0..q.len()).min_by_key(|&i| q[i].0) else {
+        let Some(i) = (0..q.len()).min_by_key(|&i| q[i].due) else {
             return Err(None);
         };
-        if q[i].0 <= now {
-            let (_, m, attempt) = q.remove(i);
-            Ok((m, attempt))
+        if q[i].due <= now {
+            Ok(q.remove(i))
         } else {
-            Err(Some(q[i].0))
+            Err(Some(q[i].due))
         }
     }
 
@@ -80,7 +105,9 @@ impl LocalRetries {
             let mut notified = pin!(self.notify.notified());
             notified.as_mut().enable();
             let wake = match self.due(Instant::now()) {
-                Ok((m, attempt)) => return Next::Retry(self.delivery(m, attempt)),
+                Ok(w) => {
+                    return Next::Retry(self.delivery_settling(w.message, w.attempt, w.settle));
+                }
                 Err(wake) => wake,
             };
             let far = Instant::now() + Duration::from_secs(3600);
@@ -98,18 +125,22 @@ impl LocalRetries {
     }
 }
 
-/// Settles a delivery of an ack-less broker: `ack` and `term` have nothing to
-/// do, `nack` queues the message for redelivery.
+/// Settles a delivery redelivered in process: `ack` and `term` run the
+/// broker's settle action (if any), `nack` queues the message again.
 struct LocalAcker {
     retries: Weak<LocalRetries>,
     message: Message,
     attempt: u32,
+    settle: Option<Settle>,
 }
 
 #[async_trait]
 impl Acker for LocalAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        Ok(())
+        match self.settle {
+            Some(settle) => settle().await,
+            None => Ok(()),
+        }
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
@@ -117,9 +148,12 @@ impl Acker for LocalAcker {
             .retries
             .upgrade()
             .ok_or_else(|| BrokerError::Settled("the subscription is closed".into()))?;
-        retries
-            .lock()
-            .push((Instant::now() + delay, self.message, self.attempt + 1));
+        retries.lock().push(Waiting {
+            due: Instant::now() + delay,
+            message: self.message,
+            attempt: self.attempt + 1,
+            settle: self.settle,
+        });
         retries.notify.notify_waiters();
         Ok(())
     }

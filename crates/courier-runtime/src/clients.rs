@@ -70,6 +70,10 @@ impl ClientPool {
                     BackendKind::Amqp => {
                         Arc::new(courier_amqp::AmqpBackend::connect(url, &config.options).await?)
                     }
+                    #[cfg(feature = "mqtt")]
+                    BackendKind::Mqtt => {
+                        Arc::new(courier_mqtt::MqttBackend::connect(url, &config.options).await?)
+                    }
                 };
                 tracing::info!(client = name, backend = backend.kind(), "connected");
                 Ok::<_, BrokerError>(backend)

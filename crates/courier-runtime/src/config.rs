@@ -115,6 +115,9 @@ pub enum BackendKind {
     /// AMQP 0-9-1 (RabbitMQ).
     #[cfg(feature = "amqp")]
     Amqp,
+    /// MQTT 5 (Mosquitto, ...).
+    #[cfg(feature = "mqtt")]
+    Mqtt,
 }
 
 impl BackendKind {
@@ -128,6 +131,8 @@ impl BackendKind {
             Self::Redis => "redis",
             #[cfg(feature = "amqp")]
             Self::Amqp => "amqp",
+            #[cfg(feature = "mqtt")]
+            Self::Mqtt => "mqtt",
         }
     }
 
@@ -141,6 +146,8 @@ impl BackendKind {
             Self::Redis => courier_redis::CLIENT_OPTION_KEYS,
             #[cfg(feature = "amqp")]
             Self::Amqp => courier_amqp::CLIENT_OPTION_KEYS,
+            #[cfg(feature = "mqtt")]
+            Self::Mqtt => courier_mqtt::CLIENT_OPTION_KEYS,
         }
     }
 

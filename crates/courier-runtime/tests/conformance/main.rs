@@ -98,3 +98,16 @@ mod amqp {
     }
     super::conformance!(client);
 }
+
+#[cfg(feature = "mqtt")]
+mod mqtt {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        super::broker("mosquitto", 1883).then(|| Target {
+            client: "backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"".into(),
+            prefix: "mqtt",
+        })
+    }
+    super::conformance!(client);
+}

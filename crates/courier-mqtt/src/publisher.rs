@@ -1,0 +1,206 @@
+//! The publishing connection: `send` waits for the broker's acknowledgement.
+//!
+//! rumqttc sends publishes in request order and reports each with its packet
+//! id; the event loop task matches those ids to waiting `send`s, then the
+//! PUBACK (QoS 1) or PUBCOMP (QoS 2) to the id. QoS 0 completes when sent.
+//! Retransmissions after a reconnect reuse their packet id and are not
+//! counted twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use courier_broker::{BrokerError, Message};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::connection_error;
+use crate::options::MqttOptions;
+use crate::topics::{to_properties, to_topic};
+
+type Done = oneshot::Sender<Result<(), BrokerError>>;
+
+#[derive(Default)]
+struct Waiting {
+    /// Requested, not yet sent: in request order.
+    queued: VecDeque<Done>,
+    /// Sent, waiting for the acknowledgement of this packet id.
+    sent: HashMap<u16, Done>,
+}
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A unique client id for a connection of this process.
+pub(crate) fn client_id(prefix: &str, role: &str) -> String {
+    format!(
+        "{prefix}-{role}-{}-{}",
+        std::process::id(),
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The options rumqttc connects with.
+pub(crate) fn mqtt_options(options: &MqttOptions, id: String) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(id, options.host.clone(), options.port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+    o
+}
+
+/// Polls `eventloop` until the broker accepts the connection.
+pub(crate) async fn connected(
+    eventloop: &mut EventLoop,
+    options: &MqttOptions,
+) -> Result<(), BrokerError> {
+    let address = format!("{}:{}", options.host, options.port);
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(connection_error(format!("{address}: {e}"))),
+            }
+        }
+    };
+    tokio::time::timeout(options.connect_timeout, wait)
+        .await
+        .map_err(|_| {
+            connection_error(format!(
+                "{address}: no answer within {:?}",
+                options.connect_timeout
+            ))
+        })?
+}
+
+/// The publishing connection.
+pub struct Publisher {
+    client: AsyncClient,
+    waiting: Arc<Mutex<Waiting>>,
+    order: tokio::sync::Mutex<()>,
+    qos: QoS,
+    timeout: Duration,
+    task: JoinHandle<()>,
+}
+
+fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Publisher {
+    /// Connects and starts the event loop task.
+    pub async fn connect(options: &MqttOptions) -> Result<Self, BrokerError> {
+        let (client, mut eventloop) = AsyncClient::new(
+            mqtt_options(options, client_id(&options.client_id, "pub")),
+            1000,
+        );
+        connected(&mut eventloop, options).await?;
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let task = tokio::spawn(run(eventloop, waiting.clone(), options.qos));
+        Ok(Self {
+            client,
+            waiting,
+            order: tokio::sync::Mutex::new(()),
+            qos: options.qos,
+            timeout: options.connect_timeout,
+            task,
+        })
+    }
+
+    /// Publishes and waits for every acknowledgement.
+    pub async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
+        let mut acks = Vec::with_capacity(messages.len());
+        {
+            // Requests and waiters must enter their queues in the same order.
+            let _order = self.order.lock().await;
+            for m in messages {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.waiting).queued.push_back(tx);
+                let properties = to_properties(&m);
+                if let Err(e) = self
+                    .client
+                    .publish_with_properties(
+                        to_topic(&m.topic),
+                        self.qos,
+                        false,
+                        m.data,
+                        properties,
+                    )
+                    .await
+                {
+                    lock(&self.waiting).queued.pop_back();
+                    return Err(connection_error(e));
+                }
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            match tokio::time::timeout(self.timeout, rx).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => return Err(connection_error("the connection task stopped")),
+                Err(_) => {
+                    return Err(BrokerError::Timeout {
+                        operation: "mqtt publish acknowledgement",
+                        after: self.timeout,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut w = lock(&waiting);
+                if w.sent.contains_key(&pkid) {
+                    continue; // a retransmission
+                }
+                if let Some(done) = w.queued.pop_front() {
+                    if qos == QoS::AtMostOnce {
+                        let _ = done.send(Ok(()));
+                    } else {
+                        w.sent.insert(pkid, done);
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(done) = lock(&waiting).sent.remove(&ack.pkid) {
+                    let _ = done.send(match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                        r => Err(BrokerError::Other(format!(
+                            "the broker refused the message: {r:?}"
+                        ))),
+                    });
+                }
+            }
+            Ok(Event::Incoming(Packet::PubComp(comp))) => {
+                if let Some(done) = lock(&waiting).sent.remove(&comp.pkid) {
+                    let _ = done.send(match comp.reason {
+                        PubCompReason::Success => Ok(()),
+                        r => Err(BrokerError::Other(format!(
+                            "the broker refused the message: {r:?}"
+                        ))),
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("mqtt: publisher connection: {e}; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
