@@ -27,8 +27,26 @@ start() {
   return 0
 }
 
+# The brokers' own command-line tools, used by the interop tests.
+tools() {
+  local missing=()
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "brokers: installing ${missing[*]}" >&2
+    apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 && return 0
+  fi
+  if [ "${CI:-}" = "true" ]; then
+    echo "brokers: missing ${missing[*]} and could not install them" >&2
+    return 1
+  fi
+  echo "brokers: missing ${missing[*]}; the interop tests will fail" >&2
+}
+
 ensure() {
   local failed=0
+  tools || failed=1
   mkdir -p /var/lib/nats-server /var/lib/redis /var/log/redis 2>/dev/null || true
   start nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server \
     -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || failed=1

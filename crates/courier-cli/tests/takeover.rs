@@ -1,6 +1,7 @@
 //! Two `courier` hosts share a JetStream stream as competing consumers; one
 //! is killed with SIGKILL mid-stream and the other completes every message
 //! the dead one had not acknowledged.
+#![cfg(feature = "nats")]
 
 use std::collections::BTreeMap;
 use std::io::Read;

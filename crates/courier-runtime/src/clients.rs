@@ -55,6 +55,16 @@ impl ClientPool {
         let cell = self.lock().entry(name.to_string()).or_default().clone();
         let backend = cell
             .get_or_try_init(|| async {
+                // Only remote backends have a url.
+                #[cfg_attr(
+                    not(any(
+                        feature = "nats",
+                        feature = "redis",
+                        feature = "amqp",
+                        feature = "mqtt"
+                    )),
+                    allow(unused_variables)
+                )]
                 let url = config.url.as_deref().unwrap_or_default();
                 let backend: Arc<dyn Backend> = match config.backend {
                     BackendKind::Embedded => Arc::new(self.embedded.clone()),
