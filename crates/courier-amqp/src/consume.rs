@@ -3,7 +3,8 @@
 //! A broadcast subscription declares an exclusive, auto-deleted queue of its
 //! own (or a durable one named by the `durable` option); competing
 //! subscriptions of a group share the durable queue `courier.GROUP.PATTERN`.
-//! `prefetch` (basic.qos) bounds unacknowledged deliveries. RabbitMQ's requeue
+//! `prefetch` (basic.qos) bounds unacknowledged deliveries: by default what
+//! the guest can hold (its queue and batches, from `batch-size`). RabbitMQ's requeue
 //! has no delay and classic queues count no attempts, so a `nack` waits out
 //! its delay, publishes the message straight back to its queue with the next
 //! attempt in a header (confirmed), then acks the original; if Courier dies
@@ -34,7 +35,10 @@ pub async fn subscribe(
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     let prefetch = match spec.options.get("prefetch") {
-        None => backend.options.prefetch,
+        None => backend
+            .options
+            .prefetch
+            .unwrap_or_else(|| u16::try_from(spec.prefetch.max(1)).unwrap_or(u16::MAX)),
         Some(v) => parse_prefetch(v).ok_or_else(|| {
             BrokerError::Invalid(format!("prefetch: expected 1 to 65535, got `{v}`"))
         })?,

@@ -15,8 +15,9 @@ pub struct AmqpOptions {
     pub exchange: String,
     /// Durable exchange and group queues, persistent messages (default true).
     pub durable: bool,
-    /// Unacknowledged deliveries per subscription (basic.qos).
-    pub prefetch: u16,
+    /// Unacknowledged deliveries per subscription (basic.qos); by default
+    /// sized from the guest's batch size and concurrency.
+    pub prefetch: Option<u16>,
     /// Deadline of connecting and of each publisher confirm.
     pub connect_timeout: Duration,
 }
@@ -44,10 +45,10 @@ impl AmqpOptions {
             v => return Err(invalid("durable", "expected true or false", v)),
         };
         let prefetch = match get("prefetch") {
-            None => 100,
-            Some(v) => {
-                parse_prefetch(v).ok_or_else(|| invalid("prefetch", "expected 1 to 65535", v))?
-            }
+            None => None,
+            Some(v) => Some(
+                parse_prefetch(v).ok_or_else(|| invalid("prefetch", "expected 1 to 65535", v))?,
+            ),
         };
         let connect_timeout = match get("connect-timeout-ms") {
             None => Duration::from_secs(5),
@@ -85,7 +86,7 @@ mod tests {
         let o = AmqpOptions::parse(&BTreeMap::new()).unwrap();
         assert_eq!(
             (o.exchange.as_str(), o.durable, o.prefetch),
-            ("courier", true, 100)
+            ("courier", true, None)
         );
         let bad = |k: &str, v: &str| {
             AmqpOptions::parse(&[(k.to_string(), v.to_string())].into_iter().collect())

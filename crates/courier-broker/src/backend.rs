@@ -75,6 +75,9 @@ pub struct SubscriptionSpec {
     pub mode: Mode,
     /// How long an unsettled delivery stays acquired before redelivery.
     pub ack_wait: Duration,
+    /// How many unsettled deliveries the consumer can hold at once (its
+    /// queue and batches); backends with a prefetch window size it from this.
+    pub prefetch: usize,
     /// Backend-specific options (`durable`, `qos`, `offset`, ...), already
     /// checked against [`Backend::option_keys`].
     pub options: BTreeMap<String, String>,
@@ -87,6 +90,7 @@ impl SubscriptionSpec {
             pattern,
             mode: Mode::Broadcast,
             ack_wait: DEFAULT_ACK_WAIT,
+            prefetch: 100,
             options: BTreeMap::new(),
         }
     }

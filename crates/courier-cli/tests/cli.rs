@@ -73,6 +73,13 @@ fn a_trapping_guest_does_not_stop_the_run() {
     assert_eq!(text(&out.stdout), "one\ntwo\n");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("guest trapped"), "{stderr}");
+    // The guest's own stderr (its panic message) is in the host log, tagged.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("flaky: trapping on trap now") && l.contains("guest=flaky")),
+        "{stderr}"
+    );
     assert!(stderr.contains("dropping message"), "{stderr}");
 }
 

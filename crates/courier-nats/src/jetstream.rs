@@ -122,7 +122,7 @@ impl JetStream {
             }
         };
         let max_ack_pending = match spec.options.get("max-ack-pending") {
-            None => 1000,
+            None => i64::try_from(spec.prefetch).unwrap_or(i64::MAX).max(1000),
             Some(v) => v.parse().ok().filter(|n: &i64| *n > 0).ok_or_else(|| {
                 BrokerError::Invalid(format!(
                     "max-ack-pending: expected a number above 0, got `{v}`"

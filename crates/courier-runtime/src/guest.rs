@@ -383,6 +383,8 @@ impl GuestRuntime {
             pattern,
             mode: settings.mode.clone(),
             ack_wait: settings.ack_wait,
+            // The guest's queue plus the batches its workers hold.
+            prefetch: 2 * self.config.batch_size * self.config.concurrency,
             options: settings.options.clone(),
         };
         let sub = backend.subscribe(spec).await?;
