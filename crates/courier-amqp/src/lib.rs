@@ -127,9 +127,7 @@ impl Backend for AmqpBackend {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        for m in &messages {
-            courier_broker::Pattern::parse_literal(&m.topic)?;
-        }
+        courier_broker::pattern::check_topics(&messages)?;
         let channel = self.channel().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in &messages {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::options::OptionMap;
 
 /// Every key of `[clients.NAME.options]` the AMQP backend understands.
 pub const CLIENT_OPTION_KEYS: &[&str] = &["exchange", "durable", "prefetch", "connect-timeout-ms"];
@@ -22,52 +23,19 @@ pub struct AmqpOptions {
     pub connect_timeout: Duration,
 }
 
-fn invalid(key: &str, what: &str, value: &str) -> BrokerError {
-    BrokerError::Invalid(format!("amqp option `{key}`: {what}, got `{value}`"))
-}
-
 impl AmqpOptions {
     /// Parses options, naming any unknown key or bad value.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        if let Some(k) = options
-            .keys()
-            .find(|k| !CLIENT_OPTION_KEYS.contains(&k.as_str()))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "unknown amqp option `{k}` (known: {})",
-                CLIENT_OPTION_KEYS.join(", ")
-            )));
-        }
-        let get = |k: &str| options.get(k).map(String::as_str);
-        let durable = match get("durable").unwrap_or("true") {
-            "true" => true,
-            "false" => false,
-            v => return Err(invalid("durable", "expected true or false", v)),
-        };
-        let prefetch = match get("prefetch") {
-            None => None,
-            Some(v) => Some(
-                parse_prefetch(v).ok_or_else(|| invalid("prefetch", "expected 1 to 65535", v))?,
-            ),
-        };
-        let connect_timeout = match get("connect-timeout-ms") {
-            None => Duration::from_secs(5),
-            Some(v) => Duration::from_millis(
-                v.parse()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("connect-timeout-ms", "expected milliseconds", v))?,
-            ),
-        };
-        let exchange = get("exchange").unwrap_or("courier").to_string();
+        let o = OptionMap::new("amqp", options, CLIENT_OPTION_KEYS)?;
+        let exchange = o.get("exchange").unwrap_or("courier").to_string();
         if exchange.is_empty() {
-            return Err(invalid("exchange", "expected a name", ""));
+            return Err(o.invalid("exchange", "a name", ""));
         }
         Ok(Self {
             exchange,
-            durable,
-            prefetch,
-            connect_timeout,
+            durable: o.flag("durable", true)?,
+            prefetch: o.positive("prefetch")?,
+            connect_timeout: o.millis("connect-timeout-ms", Duration::from_secs(5))?,
         })
     }
 }

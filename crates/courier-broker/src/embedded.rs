@@ -138,9 +138,7 @@ impl Backend for EmbeddedBroker {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        for message in &messages {
-            Pattern::parse_literal(&message.topic)?;
-        }
+        crate::pattern::check_topics(&messages)?;
         let queues = self.queues();
         for message in messages {
             for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod embedded;
 pub mod error;
 pub mod message;
+pub mod options;
 pub mod pattern;
 pub mod retry;
 

@@ -151,6 +151,15 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// Checks that every message goes to a concrete channel (no wildcard), as
+/// every backend requires before publishing.
+pub fn check_topics(messages: &[crate::Message]) -> Result<(), BrokerError> {
+    for m in messages {
+        Pattern::parse_literal(&m.topic)?;
+    }
+    Ok(())
+}
+
 /// Whether any pattern in `allow` matches the concrete `topic`.
 pub fn allowed_topic(allow: &[Pattern], topic: &str) -> bool {
     allow.iter().any(|a| a.matches(topic))

@@ -64,9 +64,7 @@ impl Backend for MqttBackend {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        for m in &messages {
-            courier_broker::Pattern::parse_literal(&m.topic)?;
-        }
+        courier_broker::pattern::check_topics(&messages)?;
         self.publisher.publish(messages).await
     }
 

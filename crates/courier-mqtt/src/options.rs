@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::options::OptionMap;
 use rumqttc::v5::mqttbytes::QoS;
 
 /// Every key of `[clients.NAME.options]` the MQTT backend understands.
@@ -24,10 +25,6 @@ pub struct MqttOptions {
     pub connect_timeout: Duration,
 }
 
-fn invalid(key: &str, what: &str, value: &str) -> BrokerError {
-    BrokerError::Invalid(format!("mqtt option `{key}`: {what}, got `{value}`"))
-}
-
 /// A QoS level from `0`, `1` or `2`.
 pub fn parse_qos(v: &str) -> Option<QoS> {
     match v {
@@ -41,15 +38,7 @@ pub fn parse_qos(v: &str) -> Option<QoS> {
 impl MqttOptions {
     /// Parses the url (`mqtt://host:port`) and options.
     pub fn parse(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        if let Some(k) = options
-            .keys()
-            .find(|k| !CLIENT_OPTION_KEYS.contains(&k.as_str()))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "unknown mqtt option `{k}` (known: {})",
-                CLIENT_OPTION_KEYS.join(", ")
-            )));
-        }
+        let o = OptionMap::new("mqtt", options, CLIENT_OPTION_KEYS)?;
         let rest = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
@@ -66,25 +55,16 @@ impl MqttOptions {
             ),
             None => (rest.to_string(), 1883),
         };
-        let get = |k: &str| options.get(k).map(String::as_str);
-        let qos = match get("qos") {
+        let qos = match o.get("qos") {
             None => QoS::AtLeastOnce,
-            Some(v) => parse_qos(v).ok_or_else(|| invalid("qos", "expected 0, 1 or 2", v))?,
+            Some(v) => parse_qos(v).ok_or_else(|| o.invalid("qos", "0, 1 or 2", v))?,
         };
-        let connect_timeout = match get("connect-timeout-ms") {
-            None => Duration::from_secs(5),
-            Some(v) => Duration::from_millis(
-                v.parse()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("connect-timeout-ms", "expected milliseconds", v))?,
-            ),
-        };
+        let connect_timeout = o.millis("connect-timeout-ms", Duration::from_secs(5))?;
         Ok(Self {
             host,
             port,
             qos,
-            client_id: get("client-id").unwrap_or("courier").to_string(),
+            client_id: o.get("client-id").unwrap_or("courier").to_string(),
             connect_timeout,
         })
     }

@@ -101,9 +101,7 @@ impl Backend for NatsBackend {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        for m in &messages {
-            courier_broker::Pattern::parse_literal(&m.topic)?;
-        }
+        courier_broker::pattern::check_topics(&messages)?;
         match &self.js {
             Some(js) => js.publish(messages).await,
             None => core::publish(&self.client, messages, self.timeout).await,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::options::OptionMap;
 
 /// Every key of `[clients.NAME.options]` the NATS backend understands.
 pub const CLIENT_OPTION_KEYS: &[&str] = &[
@@ -43,66 +44,30 @@ pub struct NatsOptions {
     pub connect_timeout: Duration,
 }
 
-fn invalid(key: &str, what: &str, value: &str) -> BrokerError {
-    BrokerError::Invalid(format!("nats option `{key}`: {what}, got `{value}`"))
-}
-
 impl NatsOptions {
     /// Parses options, naming any unknown key or bad value.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        if let Some(k) = options
-            .keys()
-            .find(|k| !CLIENT_OPTION_KEYS.contains(&k.as_str()))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "unknown nats option `{k}` (known: {})",
-                CLIENT_OPTION_KEYS.join(", ")
-            )));
-        }
-        let get = |k: &str| options.get(k).map(String::as_str);
-        let jetstream = match get("jetstream").unwrap_or("false") {
-            "true" => true,
-            "false" => false,
-            v => return Err(invalid("jetstream", "expected true or false", v)),
-        };
-        let connect_timeout = match get("connect-timeout-ms") {
-            None => Duration::from_secs(5),
-            Some(v) => Duration::from_millis(
-                v.parse()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("connect-timeout-ms", "expected milliseconds", v))?,
-            ),
-        };
-        let stream = get("stream").unwrap_or("COURIER").to_string();
+        let o = OptionMap::new("nats", options, CLIENT_OPTION_KEYS)?;
+        let jetstream = o.flag("jetstream", false)?;
+        o.require(&["stream", "subjects", "storage"], ("jetstream", jetstream))?;
+        let connect_timeout = o.millis("connect-timeout-ms", Duration::from_secs(5))?;
+        let stream = o.get("stream").unwrap_or("COURIER").to_string();
         if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']) {
-            return Err(invalid(
-                "stream",
-                "a name without `.`, `*`, `>` or spaces",
-                &stream,
-            ));
+            return Err(o.invalid("stream", "a name without `.`, `*`, `>` or spaces", &stream));
         }
-        let subjects: Vec<String> = get("subjects")
+        let subjects: Vec<String> = o
+            .get("subjects")
             .unwrap_or("")
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let storage = match get("storage").unwrap_or("file") {
+        let storage = match o.get("storage").unwrap_or("file") {
             "file" => Storage::File,
             "memory" => Storage::Memory,
-            v => return Err(invalid("storage", "expected file or memory", v)),
+            v => return Err(o.invalid("storage", "file or memory", v)),
         };
-        if !jetstream
-            && let Some(k) = ["stream", "subjects", "storage"]
-                .iter()
-                .find(|k| options.contains_key(**k))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "nats option `{k}` needs `jetstream = true`"
-            )));
-        }
         Ok(Self {
             jetstream: jetstream.then_some(JetStreamOptions {
                 stream,

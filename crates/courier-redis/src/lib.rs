@@ -105,9 +105,7 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        for m in &messages {
-            courier_broker::Pattern::parse_literal(&m.topic)?;
-        }
+        courier_broker::pattern::check_topics(&messages)?;
         let mut conn = self.conn.clone();
         if self.options.streams {
             streams::publish(&mut conn, &self.options, messages).await

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::options::OptionMap;
 
 /// Every key of `[clients.NAME.options]` the Redis backend understands.
 pub const CLIENT_OPTION_KEYS: &[&str] = &["streams", "maxlen", "key-prefix", "connect-timeout-ms"];
@@ -21,60 +22,17 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
 }
 
-fn invalid(key: &str, what: &str, value: &str) -> BrokerError {
-    BrokerError::Invalid(format!("redis option `{key}`: {what}, got `{value}`"))
-}
-
 impl RedisOptions {
     /// Parses options, naming any unknown key or bad value.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        if let Some(k) = options
-            .keys()
-            .find(|k| !CLIENT_OPTION_KEYS.contains(&k.as_str()))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "unknown redis option `{k}` (known: {})",
-                CLIENT_OPTION_KEYS.join(", ")
-            )));
-        }
-        let get = |k: &str| options.get(k).map(String::as_str);
-        let streams = match get("streams").unwrap_or("false") {
-            "true" => true,
-            "false" => false,
-            v => return Err(invalid("streams", "expected true or false", v)),
-        };
-        let maxlen = match get("maxlen") {
-            None => None,
-            Some(v) => Some(
-                v.parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid("maxlen", "expected a number above 0", v))?,
-            ),
-        };
-        let connect_timeout = match get("connect-timeout-ms") {
-            None => Duration::from_secs(5),
-            Some(v) => Duration::from_millis(
-                v.parse()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("connect-timeout-ms", "expected milliseconds", v))?,
-            ),
-        };
-        if !streams
-            && let Some(k) = ["maxlen", "key-prefix"]
-                .iter()
-                .find(|k| options.contains_key(**k))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "redis option `{k}` needs `streams = true`"
-            )));
-        }
+        let o = OptionMap::new("redis", options, CLIENT_OPTION_KEYS)?;
+        let streams = o.flag("streams", false)?;
+        o.require(&["maxlen", "key-prefix"], ("streams", streams))?;
         Ok(Self {
             streams,
-            maxlen,
-            key_prefix: get("key-prefix").unwrap_or("").to_string(),
-            connect_timeout,
+            maxlen: o.positive("maxlen")?,
+            key_prefix: o.get("key-prefix").unwrap_or("").to_string(),
+            connect_timeout: o.millis("connect-timeout-ms", Duration::from_secs(5))?,
         })
     }
 }
