@@ -10,6 +10,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("ROUTER", "router"),
     ("FLAKY", "flaky"),
     ("PROBE", "probe"),
+    ("NOOP", "noop"),
 ];
 
 fn main() {
