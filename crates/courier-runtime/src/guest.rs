@@ -23,6 +23,7 @@ use courier_broker::{Delivery, Message, Mode, Pattern, Subscription, Subscriptio
 use courier_wasi_messaging::bindings::{Messaging, MessagingPre};
 use courier_wasi_messaging::error::describe;
 use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx, to_wit};
+use futures::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -508,18 +509,17 @@ impl GuestRuntime {
             messages.len() as u64,
         );
         let outcome = self.call_handler(instance, &messages).await;
-        for id in ids {
-            let Some(held) = (match (&outcome, self.config.ack) {
+        // What the guest did not settle itself, settled together.
+        let unsettled = ids
+            .iter()
+            .filter_map(|id| match (&outcome, self.config.ack) {
                 (Ok(()), AckMode::Manual) => None,
-                _ => self.tracker.take(&id),
-            }) else {
-                continue;
-            };
-            match &outcome {
-                Ok(()) => self.accept(held).await,
-                Err(reason) => self.reject(held, reason.clone()).await,
-            }
-        }
+                _ => self.tracker.take(id),
+            });
+        match &outcome {
+            Ok(()) => join_all(unsettled.map(|held| self.accept(held))).await,
+            Err(reason) => join_all(unsettled.map(|held| self.reject(held, reason.clone()))).await,
+        };
     }
 
     async fn instantiate(self: &Arc<Self>) -> anyhow::Result<Instance> {
