@@ -3,6 +3,7 @@
 mod check;
 mod http;
 mod run;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run a component (and/or the guests of a config file).
     Run(run::RunArgs),
+    /// Publish messages to a channel of a configured broker.
+    Publish(tools::PublishArgs),
+    /// Print the messages of a channel of a configured broker.
+    Subscribe(tools::SubscribeArgs),
     /// Check that a file is a component exporting the messaging guest interface.
     Check {
         /// The component file.
@@ -44,12 +49,17 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+    let block_on = |f: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>| {
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run::run(args))),
+            .and_then(|rt| rt.block_on(f))
+    };
+    let result = match cli.command {
+        Command::Run(args) => block_on(Box::pin(run::run(args))),
+        Command::Publish(args) => block_on(Box::pin(tools::publish(args))),
+        Command::Subscribe(args) => block_on(Box::pin(tools::subscribe(args))),
         Command::Check { component, config } => check::check(&component, config.as_deref()),
     };
     match result {

@@ -1,0 +1,88 @@
+//! `courier publish` and `courier subscribe` against a real broker.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const COURIER: &str = env!("CARGO_BIN_EXE_courier");
+
+#[cfg(feature = "nats")]
+#[test]
+fn publish_and_subscribe_through_nats() {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 4222));
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nats-server is not running on {addr}, and CI needs it"
+        );
+        eprintln!("skipping: nats-server is not running on {addr}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        "[clients.events]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n",
+    )
+    .unwrap();
+    let channel = format!("tools.t{}", std::process::id());
+    let config = config.to_str().unwrap();
+    let mut sub = Command::new(COURIER)
+        .args(["subscribe", &format!("{channel}.*"), "--count", "2"])
+        .args(["--config", config, "--client", "events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Publish once the subscriber says it is watching.
+    let mut stderr = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("watching") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "subscriber ended early"
+        );
+    }
+    let published = Command::new(COURIER)
+        .args(["publish", &format!("{channel}.a"), "first", "second"])
+        .args(["--config", config, "--client", "events"])
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let mut out = String::new();
+    sub.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(sub.wait().unwrap().success());
+    assert_eq!(out, "first\nsecond\n");
+}
+
+#[test]
+fn the_embedded_broker_is_not_reachable_from_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(&config, "[clients.default]\nbackend = \"embedded\"\n").unwrap();
+    let out = Command::new(COURIER)
+        .args(["publish", "in", "x", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("POST /v1/channels/CHANNEL"), "{stderr}");
+    let out = Command::new(COURIER)
+        .args([
+            "publish",
+            "in",
+            "x",
+            "--config",
+            config.to_str().unwrap(),
+            "--client",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no client named `nope`"));
+}
