@@ -296,6 +296,58 @@ impl StreamSubscription {
     }
 }
 
+impl StreamSubscription {
+    /// Hands this consumer's pending entries back to its group at once.
+    ///
+    /// A `XREADGROUP … BLOCK` abandoned at close still runs on the server and
+    /// may assign entries to this consumer that nobody will handle; marked idle
+    /// for `ack-wait`, they are taken over by the group's next `XAUTOCLAIM`
+    /// instead of waiting out a whole `ack-wait`.
+    async fn release(&mut self) -> Result<(), BrokerError> {
+        tokio::time::sleep(BLOCK).await;
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("-")
+            .arg("+")
+            .arg(COUNT * 10)
+            .arg(&self.consumer)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        let Value::Array(rows) = pending else {
+            return Ok(());
+        };
+        let ids: Vec<String> = rows
+            .iter()
+            .filter_map(|row| match row {
+                Value::Array(cols) => cols.first().and_then(text),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0);
+        for id in &ids {
+            cmd.arg(id);
+        }
+        cmd.arg("IDLE")
+            .arg(self.ack_wait.as_millis() as u64)
+            .arg("JUSTID");
+        let _: Value = cmd
+            .query_async(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        tracing::debug!(stream = %self.stream, released = ids.len(), "redis: pending entries handed back");
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Subscription for StreamSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
@@ -321,6 +373,9 @@ impl Subscription for StreamSubscription {
     async fn close(&mut self) -> Result<(), BrokerError> {
         self.closed = true;
         self.ready.clear();
+        if !self.ephemeral {
+            self.release().await?;
+        }
         if self.ephemeral {
             let _: () = redis::cmd("XGROUP")
                 .arg("DESTROY")
