@@ -243,28 +243,7 @@ impl StreamSubscription {
         if claimed.is_empty() {
             return Ok(());
         }
-        // Delivery counters of this consumer's pending entries.
-        let pending: Value = redis::cmd("XPENDING")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg("-")
-            .arg("+")
-            .arg(COUNT * 10)
-            .arg(&self.consumer)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(connection_error)?;
-        let mut counts = HashMap::new();
-        if let Value::Array(rows) = &pending {
-            for row in rows {
-                if let Value::Array(cols) = row
-                    && let (Some(id), Some(Value::Int(n))) =
-                        (cols.first().and_then(text), cols.get(3))
-                {
-                    counts.insert(id, *n);
-                }
-            }
-        }
+        let counts: HashMap<String, i64> = self.pending().await?.into_iter().collect();
         for entry in claimed {
             let attempt = counts.get(&entry.0).map_or(2, |n| (*n).max(1) as u32);
             let d = self.delivery(entry, attempt);
@@ -297,15 +276,9 @@ impl StreamSubscription {
 }
 
 impl StreamSubscription {
-    /// Hands this consumer's pending entries back to its group at once.
-    ///
-    /// A `XREADGROUP … BLOCK` abandoned at close still runs on the server and
-    /// may assign entries to this consumer that nobody will handle; marked idle
-    /// for `ack-wait`, they are taken over by the group's next `XAUTOCLAIM`
-    /// instead of waiting out a whole `ack-wait`.
-    async fn release(&mut self) -> Result<(), BrokerError> {
-        tokio::time::sleep(BLOCK).await;
-        let pending: Value = redis::cmd("XPENDING")
+    /// This consumer's pending entries, with their delivery counters.
+    async fn pending(&mut self) -> Result<Vec<(String, i64)>, BrokerError> {
+        let reply: Value = redis::cmd("XPENDING")
             .arg(&self.stream)
             .arg(&self.group)
             .arg("-")
@@ -315,15 +288,34 @@ impl StreamSubscription {
             .query_async(&mut self.conn)
             .await
             .map_err(connection_error)?;
-        let Value::Array(rows) = pending else {
-            return Ok(());
+        let Value::Array(rows) = reply else {
+            return Ok(Vec::new());
         };
-        let ids: Vec<String> = rows
+        Ok(rows
             .iter()
             .filter_map(|row| match row {
-                Value::Array(cols) => cols.first().and_then(text),
+                Value::Array(cols) => match (cols.first().and_then(text), cols.get(3)) {
+                    (Some(id), Some(Value::Int(n))) => Some((id, *n)),
+                    _ => None,
+                },
                 _ => None,
             })
+            .collect())
+    }
+
+    /// Hands this consumer's pending entries back to its group at once.
+    ///
+    /// A `XREADGROUP … BLOCK` abandoned at close still runs on the server and
+    /// may assign entries to this consumer that nobody will handle; marked idle
+    /// for `ack-wait`, they are taken over by the group's next `XAUTOCLAIM`
+    /// instead of waiting out a whole `ack-wait`.
+    async fn release(&mut self) -> Result<(), BrokerError> {
+        tokio::time::sleep(BLOCK).await;
+        let ids: Vec<String> = self
+            .pending()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
         if ids.is_empty() {
             return Ok(());
