@@ -36,12 +36,18 @@ pub struct RunArgs {
     /// Publish each line of standard input to CH; exit when all is settled.
     #[arg(long, value_name = "CH")]
     stdin: Option<String>,
-    /// Print every message published to CH on standard output (repeatable).
+    /// Print every message published to CH on standard output (repeatable);
+    /// on a durable broker through a stored queue, so none is missed across
+    /// restarts.
     #[arg(long = "print", value_name = "CH")]
     print: Vec<String>,
     /// Serve HTTP ingress, /metrics and /healthz on ADDR.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Store the embedded broker's point-to-point queues in DIR, so that a
+    /// crash or restart loses no accepted message (`host.data-dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Builds the configuration from the file and the flags.
@@ -52,6 +58,9 @@ fn configure(args: &RunArgs) -> anyhow::Result<Config> {
     };
     if let Some(listen) = &args.listen {
         config.host.listen = Some(listen.clone());
+    }
+    if let Some(dir) = &args.data_dir {
+        config.host.data_dir = Some(dir.clone());
     }
     if let Some(path) = &args.component {
         let name = match &args.name {
@@ -155,12 +164,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// Prints every message on `ch`, one line each, and acks it.
+/// Prints every message on `ch`, one line each, and acks it once printed.
+///
+/// On a durable broker the printer reads through a stored queue (group
+/// `courier-print`), so what was published to `ch` while this host was down
+/// or before it crashed is printed when it comes back: at least once.
 async fn print(backend: Arc<dyn Backend>, ch: &str) -> anyhow::Result<JoinHandle<()>> {
     let pattern = Pattern::parse(ch).with_context(|| format!("--print {ch}"))?;
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::broadcast(pattern))
-        .await?;
+    let spec = if backend.features().durable {
+        SubscriptionSpec::competing(pattern, "courier-print")
+    } else {
+        SubscriptionSpec::broadcast(pattern)
+    };
+    let mut sub = backend.subscribe(spec).await?;
     Ok(tokio::spawn(async move {
         while let Some(next) = sub.next().await {
             match next {

@@ -26,11 +26,21 @@ pub struct ClientPool {
 }
 
 impl ClientPool {
-    /// A pool for the given clients; nothing connects until first use.
+    /// A pool for the given clients, with an in-memory embedded broker;
+    /// nothing connects until first use.
     pub fn new(configs: BTreeMap<String, ClientConfig>) -> Self {
+        Self::with_embedded(configs, EmbeddedBroker::new())
+    }
+
+    /// A pool whose `embedded` clients use `embedded` (e.g. one opened on a
+    /// data directory).
+    pub fn with_embedded(
+        configs: BTreeMap<String, ClientConfig>,
+        embedded: EmbeddedBroker,
+    ) -> Self {
         Self {
             configs,
-            embedded: EmbeddedBroker::new(),
+            embedded,
             connected: Mutex::new(HashMap::new()),
         }
     }

@@ -87,6 +87,13 @@ pub struct HostConfig {
     pub max_ingress_bytes: usize,
     /// Seconds between progress summaries in the log (0 turns them off).
     pub summary_secs: u64,
+    /// Where the embedded broker stores its point-to-point queues; without
+    /// it the embedded broker keeps messages in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When a message published to the stored embedded broker counts as
+    /// stored: `always` (fsync before `send` returns) or `os` (written to the
+    /// operating system: survives a crash of Courier, not of the machine).
+    pub sync: String,
 }
 
 impl Default for HostConfig {
@@ -96,6 +103,8 @@ impl Default for HostConfig {
             ingress_client: None,
             max_ingress_bytes: 1 << 20,
             summary_secs: 10,
+            data_dir: None,
+            sync: "always".into(),
         }
     }
 }
@@ -396,8 +405,8 @@ impl GuestConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file; relative component paths are made
-    /// relative to the file's folder.
+    /// Reads and validates a config file; relative component paths and
+    /// `host.data-dir` are made relative to the file's folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -411,6 +420,11 @@ impl Config {
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &config.host.data_dir
+            && dir.is_relative()
+        {
+            config.host.data_dir = Some(base.join(dir));
+        }
         for guest in config.guests.values_mut() {
             if let Some(c) = &guest.component
                 && c.is_relative()
@@ -433,6 +447,12 @@ impl Config {
 
     /// Checks what the types cannot: references between sections, patterns, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if courier_broker::embedded::store::SyncPolicy::parse(&self.host.sync).is_none() {
+            return Err(invalid(
+                "host.sync",
+                format!("expected `always` or `os`, got `{}`", self.host.sync),
+            ));
+        }
         if let Some(addr) = &self.host.listen
             && addr.parse::<std::net::SocketAddr>().is_err()
         {

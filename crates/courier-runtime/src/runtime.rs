@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_broker::{Backend, Pattern};
+use courier_broker::embedded::store::SyncPolicy;
+use courier_broker::{Backend, EmbeddedBroker, Pattern};
 use courier_wasi_messaging::GuestPolicy;
 use courier_wasi_messaging::bindings::MessagingPre;
 use wasmtime::Engine;
@@ -78,7 +79,22 @@ impl Runtime {
             .unwrap_or_default();
         let engine = new_engine()?;
         let linker = linker(&engine)?;
-        let clients = Arc::new(ClientPool::new(config.clients.clone()));
+        let embedded = match &config.host.data_dir {
+            Some(dir) => {
+                let sync = SyncPolicy::parse(&config.host.sync).unwrap_or_default();
+                EmbeddedBroker::open(dir, sync)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| {
+                        format!(
+                            "`host.data-dir` `{}`: cannot open the embedded broker's storage \
+                             (is another courier using it?)",
+                            dir.display()
+                        )
+                    })?
+            }
+            None => EmbeddedBroker::new(),
+        };
+        let clients = Arc::new(ClientPool::with_embedded(config.clients.clone(), embedded));
         let mut guests = Vec::new();
         for (name, guest) in config.guests {
             let path = guest.component.clone().with_context(|| {
@@ -131,6 +147,9 @@ impl Runtime {
     pub async fn stop(&self) {
         for guest in &self.guests {
             guest.stop().await;
+        }
+        if let Err(e) = self.clients.embedded().flush().await {
+            tracing::error!("embedded broker: storing the last settlements failed: {e}");
         }
     }
 

@@ -8,9 +8,15 @@
 //! acquired message that is neither acked nor nacked before its deadline goes
 //! back to `ready` with its attempt counter raised, like a JetStream ack-wait.
 //!
-//! Messages are kept in memory: they survive neither a restart nor a crash.
+//! Without a data directory, messages are kept in memory only: they survive
+//! neither a restart nor a crash. With one ([`EmbeddedBroker::open`]), group
+//! queues and their unsettled messages are stored on disk ([`store`]) and
+//! come back, ready for redelivery, when the broker is opened again.
+
+pub mod store;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Acker, Backend, Delivery, Features, Mode, Subscription, SubscriptionSpec};
 use crate::{BrokerError, Message, Pattern};
+use store::{Store, SyncPolicy, entry_key};
 
 /// The embedded broker. Cloning it gives another handle to the same broker.
 #[derive(Clone, Default)]
@@ -33,6 +40,8 @@ pub struct EmbeddedBroker {
 struct Shared {
     queues: Mutex<Vec<Arc<Queue>>>,
     next_queue: AtomicU64,
+    /// Where group queues are stored, with a data directory.
+    store: Option<Arc<Store>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +55,20 @@ struct Queue {
     pattern: Pattern,
     state: Mutex<QueueState>,
     notify: Notify,
+    /// The store and this queue's id in it, for a stored group queue.
+    stored: Option<(Arc<Store>, u64)>,
+}
+
+impl Queue {
+    fn new(key: QueueKey, pattern: Pattern, stored: Option<(Arc<Store>, u64)>) -> Self {
+        Self {
+            key,
+            pattern,
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+            stored,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,13 +85,16 @@ struct QueueState {
 struct Entry {
     message: Message,
     attempt: u32,
+    /// Sequence number in the store; 0 for a queue that is not stored.
+    seq: u64,
 }
 
 impl QueueState {
-    fn push(&mut self, message: Message) {
+    fn push(&mut self, message: Message, seq: u64) {
         self.ready.push_back(Entry {
             message,
             attempt: 1,
+            seq,
         });
     }
 
@@ -110,9 +136,67 @@ impl QueueState {
 }
 
 impl EmbeddedBroker {
-    /// A new, empty broker.
+    /// A new, empty broker that keeps messages in memory only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A broker whose group (point-to-point) queues are stored in `dir`: what
+    /// was published and not yet acknowledged when the last process using
+    /// `dir` stopped or crashed is there again, ready for redelivery. One
+    /// process at a time can hold a data directory.
+    pub fn open(dir: &Path, sync: SyncPolicy) -> Result<Self, BrokerError> {
+        let (store, recovered) = Store::open(dir, sync)?;
+        let store = Arc::new(store);
+        let mut queues = Vec::new();
+        let mut messages = 0usize;
+        for q in recovered {
+            let pattern = Pattern::parse(&q.pattern).map_err(|e| {
+                BrokerError::Other(format!("stored queue `{}`: bad pattern: {e}", q.pattern))
+            })?;
+            let queue = Queue::new(
+                QueueKey::Group {
+                    group: q.group,
+                    pattern: q.pattern,
+                },
+                pattern,
+                Some((store.clone(), q.id)),
+            );
+            {
+                let mut state = lock(&queue);
+                messages += q.entries.len();
+                for (seq, attempt, message) in q.entries {
+                    state.ready.push_back(Entry {
+                        message,
+                        attempt,
+                        seq,
+                    });
+                }
+            }
+            queues.push(Arc::new(queue));
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            queues = queues.len(),
+            messages,
+            "embedded broker: opened its data directory"
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                queues: Mutex::new(queues),
+                next_queue: AtomicU64::new(0),
+                store: Some(store),
+            }),
+        })
+    }
+
+    /// Waits until every write made so far (settlements included) is stored.
+    /// Without a data directory there is nothing to wait for.
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        match &self.shared.store {
+            Some(store) => store.commit().await,
+            None => Ok(()),
+        }
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Queue>>> {
@@ -132,19 +216,51 @@ impl Backend for EmbeddedBroker {
 
     fn features(&self) -> Features {
         Features {
-            durable: false,
+            durable: self.shared.store.is_some(),
             ..Features::ALL
         }
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         crate::pattern::check_topics(&messages)?;
-        let queues = self.queues();
-        for message in messages {
-            for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {
-                lock(queue).push(message.clone());
-                queue.notify.notify_waiters();
+        if self.shared.store.is_none() {
+            let queues = self.queues();
+            for message in messages {
+                for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {
+                    lock(queue).push(message.clone(), 0);
+                    queue.notify.notify_waiters();
+                }
             }
+            return Ok(());
+        }
+        // Stored queues first get the messages on disk; only then do they
+        // become visible, so nothing is delivered that a crash could lose.
+        let mut targets: Vec<(Arc<Queue>, Message, u64)> = Vec::new();
+        let mut writes = Vec::new();
+        {
+            let queues = self.queues();
+            for message in &messages {
+                for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {
+                    let seq = match &queue.stored {
+                        Some((store, id)) => {
+                            let seq = store.next_seq();
+                            writes.push((entry_key(*id, seq), store::encode(1, message)));
+                            seq
+                        }
+                        None => 0,
+                    };
+                    targets.push((queue.clone(), message.clone(), seq));
+                }
+            }
+        }
+        if !writes.is_empty()
+            && let Some(store) = &self.shared.store
+        {
+            store.put_all(writes).await?;
+        }
+        for (queue, message, seq) in targets {
+            lock(&queue).push(message, seq);
+            queue.notify.notify_waiters();
         }
         Ok(())
     }
@@ -166,12 +282,13 @@ impl Backend for EmbeddedBroker {
         let queue = match queues.iter().find(|q| q.key == key) {
             Some(q) => q.clone(),
             None => {
-                let q = Arc::new(Queue {
-                    key,
-                    pattern: spec.pattern.clone(),
-                    state: Mutex::new(QueueState::default()),
-                    notify: Notify::new(),
-                });
+                let stored = match (&key, &self.shared.store) {
+                    (QueueKey::Group { group, pattern }, Some(store)) => {
+                        Some((store.clone(), store.add_queue(group, pattern)?))
+                    }
+                    _ => None,
+                };
+                let q = Arc::new(Queue::new(key, spec.pattern.clone(), stored));
                 queues.push(q.clone());
                 q
             }
@@ -308,12 +425,22 @@ impl EmbeddedAcker {
 #[async_trait]
 impl Acker for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.take().map(|_| ())
+        let (queue, entry) = self.take()?;
+        if let Some((store, id)) = &queue.stored {
+            store.remove(entry_key(*id, entry.seq));
+        }
+        Ok(())
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
         let (queue, mut entry) = self.take()?;
         entry.attempt += 1;
+        if let Some((store, id)) = &queue.stored {
+            store.put(
+                entry_key(*id, entry.seq),
+                store::encode(entry.attempt, &entry.message),
+            );
+        }
         {
             let mut state = lock(&queue);
             if delay.is_zero() {
@@ -438,5 +565,91 @@ mod tests {
     async fn publish_rejects_wildcards() {
         let b = EmbeddedBroker::new();
         assert!(b.publish(vec![Message::new("a.*", "x")]).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod durable_tests {
+    use super::*;
+
+    async fn next(sub: &mut Box<dyn Subscription>) -> Delivery {
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("delivery within 5s")
+            .expect("open")
+            .expect("ok")
+    }
+
+    fn spec() -> SubscriptionSpec {
+        SubscriptionSpec::competing(Pattern::parse("jobs.*").unwrap(), "workers")
+    }
+
+    #[tokio::test]
+    async fn unsettled_messages_come_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = EmbeddedBroker::open(dir.path(), SyncPolicy::Always).unwrap();
+            assert!(b.features().durable);
+            let mut s = b.subscribe(spec()).await.unwrap();
+            let msgs = (1..=4).map(|i| {
+                let mut m = Message::new("jobs.a", format!("m{i}"));
+                m.content_type = Some("text/plain".into());
+                m.set_meta("k", "v");
+                m
+            });
+            b.publish(msgs.collect()).await.unwrap();
+            // Broadcast queues are not stored.
+            let mut bc = b
+                .subscribe(SubscriptionSpec::broadcast(
+                    Pattern::parse("jobs.a").unwrap(),
+                ))
+                .await
+                .unwrap();
+            b.publish(vec![Message::new("jobs.a", "m5")]).await.unwrap();
+            next(&mut bc).await.acker.ack().await.unwrap();
+            next(&mut s).await.acker.ack().await.unwrap(); // m1 done
+            next(&mut s).await.acker.nack(Duration::ZERO).await.unwrap(); // m2 attempt 2
+            let _held = next(&mut s).await; // m3 in flight, never settled
+            b.flush().await.unwrap();
+        }
+        let b = EmbeddedBroker::open(dir.path(), SyncPolicy::Always).unwrap();
+        // A group queue outlives its consumers: it keeps collecting.
+        b.publish(vec![Message::new("jobs.b", "m6")]).await.unwrap();
+        let mut s = b.subscribe(spec()).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let d = next(&mut s).await;
+            if d.message.meta("k").is_some() {
+                assert_eq!(d.message.content_type.as_deref(), Some("text/plain"));
+            }
+            got.push((
+                String::from_utf8(d.message.data.to_vec()).unwrap(),
+                d.attempt,
+            ));
+            d.acker.ack().await.unwrap();
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [("m2", 2), ("m3", 1), ("m4", 1), ("m5", 1), ("m6", 1)]
+                .map(|(m, a)| (m.to_string(), a))
+        );
+        b.flush().await.unwrap();
+        drop((s, b));
+        let b = EmbeddedBroker::open(dir.path(), SyncPolicy::Os).unwrap();
+        let mut s = b.subscribe(spec()).await.unwrap();
+        let nothing = tokio::time::timeout(Duration::from_millis(200), s.next()).await;
+        assert!(nothing.is_err(), "everything was acknowledged before");
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_has_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedBroker::open(dir.path(), SyncPolicy::Always).unwrap();
+        let second = EmbeddedBroker::open(dir.path(), SyncPolicy::Always);
+        assert!(
+            second.is_err(),
+            "a second open of a held directory must fail"
+        );
     }
 }

@@ -1,0 +1,394 @@
+//! Disk storage for the embedded broker's point-to-point queues.
+//!
+//! With a data directory, every message that lands in a competing-consumer
+//! (group) queue is written to a [fjall](https://docs.rs/fjall) database before
+//! `publish` returns, and removed when it is acknowledged; on the next start
+//! the queues and their unsettled messages come back. Broadcast queues live as
+//! long as their one subscriber and are never stored.
+//!
+//! fjall is a log-structured store: each write is appended to its journal, so
+//! a queue's insert-then-delete traffic costs one sequential append each. All
+//! writes go through one writer thread that commits whatever has queued up in
+//! a single batch (group commit): with [`SyncPolicy::Always`] one `fdatasync`
+//! covers every publish waiting at that moment.
+//!
+//! Layout: keyspace `queues` maps a queue id to its group and pattern;
+//! keyspace `entries` maps queue id + sequence number (both big-endian, so a
+//! scan returns a queue's messages in publish order) to the delivery attempt
+//! and the encoded message.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
+
+use crate::{BrokerError, Message};
+
+/// When a published message counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// `publish` returns after the message is on disk (`fdatasync`): nothing
+    /// accepted is lost even if the machine loses power.
+    #[default]
+    Always,
+    /// `publish` returns once the message is written to the operating system:
+    /// it survives a crash or `kill -9` of Courier, not of the machine.
+    Os,
+}
+
+impl SyncPolicy {
+    /// Parses `always` or `os`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "os" => Some(Self::Os),
+            _ => None,
+        }
+    }
+}
+
+/// A queue found on disk at open, with its unsettled messages in order.
+pub(crate) struct RecoveredQueue {
+    pub id: u64,
+    pub group: String,
+    pub pattern: String,
+    /// (sequence number, attempt, message).
+    pub entries: Vec<(u64, u32, Message)>,
+}
+
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    /// A barrier: answered once everything before it is committed with the
+    /// publish policy.
+    Commit(oneshot::Sender<Result<(), String>>),
+}
+
+/// The open database and its writer thread.
+pub(crate) struct Store {
+    queues: Keyspace,
+    /// `None` only while dropping.
+    writer: Option<mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    next_seq: AtomicU64,
+    next_queue: AtomicU64,
+}
+
+fn storage_error(what: &str, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Other(format!("embedded broker storage: {what}: {e}"))
+}
+
+/// The key of one entry.
+pub(crate) fn entry_key(queue: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir` and reads back every queue.
+    pub fn open(dir: &Path, sync: SyncPolicy) -> Result<(Self, Vec<RecoveredQueue>), BrokerError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| storage_error(&format!("cannot create `{}`", dir.display()), e))?;
+        let db = Database::builder(dir)
+            .open()
+            .map_err(|e| storage_error(&format!("cannot open `{}`", dir.display()), e))?;
+        let queues = db
+            .keyspace("queues", KeyspaceCreateOptions::default)
+            .map_err(|e| storage_error("opening keyspace `queues`", e))?;
+        let entries = db
+            .keyspace("entries", KeyspaceCreateOptions::default)
+            .map_err(|e| storage_error("opening keyspace `entries`", e))?;
+
+        let mut recovered: Vec<RecoveredQueue> = Vec::new();
+        for kv in queues.iter() {
+            let (k, v) = kv
+                .into_inner()
+                .map_err(|e| storage_error("reading queues", e))?;
+            let id = read_u64(&k).ok_or_else(|| storage_error("queue key", "bad length"))?;
+            let mut r = Reader(&v);
+            let (group, pattern) = r
+                .string()
+                .and_then(|g| Some((g, r.string()?)))
+                .ok_or_else(|| storage_error("queue record", "corrupt"))?;
+            recovered.push(RecoveredQueue {
+                id,
+                group,
+                pattern,
+                entries: Vec::new(),
+            });
+        }
+        let mut max_seq = 0;
+        for kv in entries.iter() {
+            let (k, v) = kv
+                .into_inner()
+                .map_err(|e| storage_error("reading entries", e))?;
+            let (queue, seq) = match (
+                read_u64(&k[..k.len().min(8)]),
+                k.get(8..).and_then(read_u64),
+            ) {
+                (Some(q), Some(s)) => (q, s),
+                _ => return Err(storage_error("entry key", "bad length")),
+            };
+            let (attempt, message) = decode(&v).ok_or_else(|| {
+                storage_error("entry", format!("corrupt record for sequence {seq}"))
+            })?;
+            max_seq = max_seq.max(seq);
+            match recovered.iter_mut().find(|q| q.id == queue) {
+                Some(q) => q.entries.push((seq, attempt, message)),
+                None => tracing::warn!(queue, seq, "embedded broker: entry of an unknown queue"),
+            }
+        }
+        let next_queue = recovered.iter().map(|q| q.id).max().unwrap_or(0) + 1;
+
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer_entries = entries.clone();
+        let thread = std::thread::Builder::new()
+            .name("courier-store".into())
+            .spawn(move || write_loop(writer_db, writer_entries, rx, sync))
+            .map_err(|e| storage_error("starting the writer thread", e))?;
+        Ok((
+            Self {
+                queues,
+                writer: Some(tx),
+                thread: Some(thread),
+                next_seq: AtomicU64::new(max_seq + 1),
+                next_queue: AtomicU64::new(next_queue),
+            },
+            recovered,
+        ))
+    }
+
+    fn send(&self, op: Op) -> Result<(), BrokerError> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| storage_error("writer", "the store is closing"))?
+            .send(op)
+            .map_err(|_| storage_error("writer", "the writer thread stopped"))
+    }
+
+    /// Records a new group queue, durably, and returns its id.
+    pub fn add_queue(&self, group: &str, pattern: &str) -> Result<u64, BrokerError> {
+        let id = self.next_queue.fetch_add(1, Ordering::Relaxed);
+        let mut v = Vec::new();
+        put_str(&mut v, group);
+        put_str(&mut v, pattern);
+        self.queues
+            .insert(id.to_be_bytes(), v)
+            .map_err(|e| storage_error("recording a queue", e))?;
+        Ok(id)
+    }
+
+    /// A fresh sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes entries and waits until they are stored under the sync policy.
+    pub async fn put_all(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), BrokerError> {
+        for (k, v) in entries {
+            self.send(Op::Put(k, v))?;
+        }
+        self.commit().await
+    }
+
+    /// Waits until every write sent so far is stored under the sync policy.
+    pub async fn commit(&self) -> Result<(), BrokerError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Commit(done))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(storage_error("writing messages", e)),
+            Err(_) => Err(storage_error("writer", "the writer thread stopped")),
+        }
+    }
+
+    /// Rewrites an entry (a new attempt count), without waiting.
+    pub fn put(&self, key: Vec<u8>, value: Vec<u8>) {
+        if let Err(e) = self.send(Op::Put(key, value)) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Forgets a settled entry, without waiting: if this is lost in a crash,
+    /// the message is delivered again (at least once).
+    pub fn remove(&self, key: Vec<u8>) {
+        if let Err(e) = self.send(Op::Remove(key)) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Lets the writer commit what is queued, and waits for it, so that the
+    /// directory is released when the broker is gone.
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Applies queued writes in batches until every sender is gone.
+fn write_loop(db: Database, entries: Keyspace, rx: mpsc::Receiver<Op>, sync: SyncPolicy) {
+    const MAX_BATCH: usize = 50_000;
+    while let Ok(first) = rx.recv() {
+        let mut batch = db.batch();
+        let mut waiters = Vec::new();
+        let mut op = Some(first);
+        let mut n = 0;
+        while let Some(o) = op.take() {
+            match o {
+                Op::Put(k, v) => batch.insert(&entries, k, v),
+                Op::Remove(k) => batch.remove(&entries, k),
+                Op::Commit(w) => waiters.push(w),
+            }
+            n += 1;
+            if n < MAX_BATCH {
+                op = rx.try_recv().ok();
+            }
+        }
+        let mode = if waiters.is_empty() || sync == SyncPolicy::Os {
+            PersistMode::Buffer
+        } else {
+            PersistMode::SyncData
+        };
+        let result = batch
+            .durability(Some(mode))
+            .commit()
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!("embedded broker storage: commit failed: {e}");
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_bytes(buf, s.as_bytes());
+}
+
+fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    buf.extend_from_slice(b);
+}
+
+fn put_opt(buf: &mut Vec<u8>, s: &Option<String>) {
+    match s {
+        Some(s) => {
+            buf.push(1);
+            put_str(buf, s);
+        }
+        None => buf.push(0),
+    }
+}
+
+/// Encodes an entry's value: attempt, then the message's fields.
+pub(crate) fn encode(attempt: u32, m: &Message) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(m.data.len() + m.topic.len() + 32);
+    buf.extend_from_slice(&attempt.to_le_bytes());
+    put_str(&mut buf, &m.topic);
+    put_opt(&mut buf, &m.content_type);
+    put_opt(&mut buf, &m.reply_to);
+    buf.extend_from_slice(&(m.metadata.len() as u32).to_le_bytes());
+    for (k, v) in &m.metadata {
+        put_str(&mut buf, k);
+        put_str(&mut buf, v);
+    }
+    put_bytes(&mut buf, &m.data);
+    buf
+}
+
+/// Decodes what [`encode`] wrote; `None` if it is corrupt.
+pub(crate) fn decode(b: &[u8]) -> Option<(u32, Message)> {
+    let mut r = Reader(b);
+    let attempt = r.u32()?;
+    let topic = r.string()?;
+    let content_type = r.opt()?;
+    let reply_to = r.opt()?;
+    let n = r.u32()? as usize;
+    let mut metadata = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        metadata.push((r.string()?, r.string()?));
+    }
+    let data = Bytes::copy_from_slice(r.bytes()?);
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some((
+        attempt,
+        Message {
+            topic,
+            content_type,
+            reply_to,
+            data,
+            metadata,
+        },
+    ))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+    fn opt(&mut self) -> Option<Option<String>> {
+        match self.take(1)?[0] {
+            0 => Some(None),
+            1 => Some(Some(self.string()?)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_round_trips_and_refuses_corruption() {
+        let m = Message {
+            topic: "orders.eu".into(),
+            content_type: Some("text/plain".into()),
+            reply_to: None,
+            data: Bytes::from_static(b"payload\0with nul"),
+            metadata: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        };
+        let bytes = encode(3, &m);
+        assert_eq!(decode(&bytes), Some((3, m.clone())));
+        for cut in [0, 3, 10, bytes.len() - 1] {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+    }
+}
