@@ -22,6 +22,25 @@ mod embedded {
         Some(Target {
             client: "backend = \"embedded\"".into(),
             prefix: "embedded",
+            ..Default::default()
+        })
+    }
+    super::conformance!(client);
+}
+
+/// The embedded broker with a data directory: durable.
+mod embedded_durable {
+    use super::Target;
+
+    fn client() -> Option<Target> {
+        let data = tempfile::tempdir().unwrap();
+        Some(Target {
+            client: format!(
+                "backend = \"embedded\"\n[host]\ndata-dir = \"{}\"",
+                data.path().display()
+            ),
+            prefix: "durable",
+            _data: Some(data),
         })
     }
     super::conformance!(client);
@@ -35,6 +54,7 @@ mod nats {
         super::broker("nats-server", 4222).then(|| Target {
             client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"".into(),
             prefix: "core",
+            ..Default::default()
         })
     }
     super::conformance!(client);
@@ -51,6 +71,7 @@ mod jetstream {
                      subjects = \"js.>\", storage = \"memory\" }"
                 .into(),
             prefix: "js",
+            ..Default::default()
         })
     }
     super::conformance!(client);
@@ -64,6 +85,7 @@ mod redis_pubsub {
         super::broker("redis-server", 6379).then(|| Target {
             client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"".into(),
             prefix: "rps",
+            ..Default::default()
         })
     }
     super::conformance!(client);
@@ -79,6 +101,7 @@ mod redis_streams {
                      options = { streams = true, maxlen = 100000 }"
                 .into(),
             prefix: "rst",
+            ..Default::default()
         })
     }
     super::conformance!(client);
@@ -94,6 +117,7 @@ mod amqp {
                      options = { exchange = \"courier.conformance\" }"
                 .into(),
             prefix: "amqp",
+            ..Default::default()
         })
     }
     super::conformance!(client);
@@ -107,6 +131,7 @@ mod mqtt {
         super::broker("mosquitto", 1883).then(|| Target {
             client: "backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"".into(),
             prefix: "mqtt",
+            ..Default::default()
         })
     }
     super::conformance!(client);

@@ -12,9 +12,12 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// A backend under test: its `[clients.default]` body, and the first token
 /// of every channel its tests use (backends sharing a broker must not share
 /// channels: a JetStream stream would capture the other's subjects).
+#[derive(Default)]
 pub struct Target {
     pub client: String,
     pub prefix: &'static str,
+    /// A data directory the target's config refers to, removed at the end.
+    pub _data: Option<tempfile::TempDir>,
 }
 
 /// A runtime on one backend, with channels unique to the test.
@@ -411,14 +414,24 @@ pub async fn restart_keeps_working(target: &Target) {
     b.send("in", "before").await;
     assert_eq!(text(&next(&mut out).await), "BEFORE");
     b.runtime.stop().await;
-    if b.features().durable {
+    let durable = b.features().durable;
+    if durable {
         // Published while no host runs: kept for the group.
         b.send("in", "between").await;
     }
+    // The first host is gone (an embedded broker's data directory is
+    // released with it).
+    let Bench {
+        runtime,
+        backend,
+        ns,
+    } = b;
+    drop((out, runtime, backend));
+    let ch = |name: &str| format!("{ns}.{name}");
     let again = Runtime::new(
         Config::from_toml(
             &format!("[clients.default]\n{}\n{guests}", target.client)
-                .replace("{ns}", &b.ns)
+                .replace("{ns}", &ns)
                 .replace("{uppercase}", test_programs::UPPERCASE),
         )
         .unwrap(),
@@ -429,22 +442,115 @@ pub async fn restart_keeps_working(target: &Target) {
     let backend = again.clients().get("default").await.unwrap();
     let mut out = backend
         .subscribe(SubscriptionSpec::broadcast(
-            Pattern::parse(&b.ch("out")).unwrap(),
+            Pattern::parse(&ch("out")).unwrap(),
         ))
         .await
         .unwrap();
     again.start().await.unwrap();
     backend
-        .publish(vec![Message::new(b.ch("in"), "after")])
+        .publish(vec![Message::new(ch("in"), "after")])
         .await
         .unwrap();
     let mut seen = BTreeSet::new();
-    let expected = if b.features().durable { 2 } else { 1 };
+    let expected = if durable { 2 } else { 1 };
     while seen.len() < expected {
         seen.insert(text(&next(&mut out).await));
     }
     assert!(seen.contains("AFTER"));
     again.stop().await;
+}
+
+/// Sends a command to the `probe` guest and returns its report.
+async fn probe(b: &Bench, results: &mut Box<dyn Subscription>, cmd: &str) -> Message {
+    b.send("cmd", cmd).await;
+    next(results).await
+}
+
+/// What a guest may do is what its config grants, on every backend: channels
+/// to send to and subscribe to, clients to connect, its own deliveries to
+/// settle; it sees no host file and no host environment.
+pub async fn guests_stay_inside_their_grants(target: &Target) {
+    let b = Bench::start(
+        target,
+        r#"
+        [clients.spare]
+        backend = "embedded"
+        [guests.probe]
+        component = "{probe}"
+        env = { RESULTS = "{ns}.result" }
+        subscribe = ["{ns}.cmd"]
+        allow-publish = ["{ns}.result", "{ns}.ok"]
+        [guests.other]
+        component = "{probe}"
+        env = { RESULTS = "{ns}.result" }
+        subscribe = ["{ns}.cmd2"]
+        allow-publish = ["{ns}.result"]
+        ack = "manual"
+        "#,
+    )
+    .await;
+    let mut r = b.watch("result").await;
+    let mut secret = b.watch("secret").await;
+    let mut ok = b.watch("ok").await;
+    let ns = b.ns.clone();
+    let report = |m: Message| text(&m);
+    // Publishing: inside the allow-list works, outside is refused and sends nothing.
+    assert_eq!(
+        report(probe(&b, &mut r, &format!("send - {ns}.ok fine")).await),
+        "ok"
+    );
+    assert_eq!(text(&next(&mut ok).await), "fine");
+    assert_eq!(
+        report(probe(&b, &mut r, &format!("send - {ns}.secret s")).await),
+        "err:unauthorized"
+    );
+    // Subscribing outside the allow-list, or wider than it, is refused.
+    for channels in [format!("{ns}.elsewhere"), format!("{ns}.>"), ">".into()] {
+        assert_eq!(
+            report(probe(&b, &mut r, &format!("subscribe {channels}")).await),
+            "err:unauthorized",
+            "subscribe {channels}"
+        );
+    }
+    // A client the host has but did not grant this guest.
+    assert_eq!(
+        report(probe(&b, &mut r, "connect spare").await),
+        "err:unauthorized"
+    );
+    // No host file, no host environment.
+    let read = report(probe(&b, &mut r, "read-file /etc/hostname").await);
+    assert!(read.starts_with("err:"), "{read}");
+    // Only the one variable its config grants (RESULTS).
+    assert_eq!(report(probe(&b, &mut r, "env").await), "ok:1");
+    // Another guest's live delivery cannot be settled from here. The other
+    // guest acks manually, so its delivery stays held while we try; its id
+    // reaches us in the report's metadata where the backend carries headers.
+    b.send("cmd2", "echo").await;
+    let held = next(&mut r).await;
+    assert_eq!(text(&held), "ok");
+    let foreign = match held.meta("delivery-id") {
+        Some(id) => id.to_string(),
+        None => {
+            assert!(!b.features().native_headers);
+            // Without headers the id cannot travel; a well-formed id of this
+            // host that is not this guest's must still be refused.
+            "0000000000000000-1".into()
+        }
+    };
+    let refused = report(probe(&b, &mut r, &format!("complete-foreign {foreign}")).await);
+    assert!(
+        refused.starts_with("err:other:no such delivery"),
+        "{refused}"
+    );
+    let other = b.runtime.guest("other").unwrap();
+    assert_eq!(other.stats().accepted, 0);
+    assert_eq!(
+        other.in_flight(),
+        1,
+        "the other guest still holds its delivery"
+    );
+    let leaked = drain(&mut secret, Duration::from_millis(300)).await;
+    assert!(leaked.is_empty(), "nothing reached the refused channel");
 }
 
 /// Generates the suite's tests for one backend.
@@ -467,6 +573,7 @@ macro_rules! conformance {
         case!(unsubscribe_stops_delivery_and_wildcards_match);
         case!(ordering_and_ten_thousand_messages);
         case!(restart_keeps_working);
+        case!(guests_stay_inside_their_grants);
     };
 }
 pub(crate) use conformance;
