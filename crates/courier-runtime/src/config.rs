@@ -94,6 +94,15 @@ pub struct HostConfig {
     /// stored: `always` (fsync before `send` returns) or `os` (written to the
     /// operating system: survives a crash of Courier, not of the machine).
     pub sync: String,
+    /// Keep compiled components across runs, so that `courier run` starts
+    /// without compiling an unchanged component again.
+    pub compile_cache: bool,
+    /// Where compiled components are kept (default: `$XDG_CACHE_HOME/courier`
+    /// or `~/.cache/courier`).
+    pub cache_dir: Option<PathBuf>,
+    /// Take instances from wasmtime's pooling allocator (preallocated slots)
+    /// rather than mapping fresh memory for each.
+    pub pooling: bool,
 }
 
 impl Default for HostConfig {
@@ -105,6 +114,9 @@ impl Default for HostConfig {
             summary_secs: 10,
             data_dir: None,
             sync: "always".into(),
+            compile_cache: true,
+            cache_dir: None,
+            pooling: false,
         }
     }
 }
@@ -405,8 +417,9 @@ impl GuestConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file; relative component paths and
-    /// `host.data-dir` are made relative to the file's folder.
+    /// Reads and validates a config file; relative component paths,
+    /// `host.data-dir` and `host.cache-dir` are made relative to the file's
+    /// folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -420,10 +433,12 @@ impl Config {
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(dir) = &config.host.data_dir
-            && dir.is_relative()
-        {
-            config.host.data_dir = Some(base.join(dir));
+        for dir in [&mut config.host.data_dir, &mut config.host.cache_dir] {
+            if let Some(d) = dir
+                && d.is_relative()
+            {
+                *d = base.join(&*d);
+            }
         }
         for guest in config.guests.values_mut() {
             if let Some(c) = &guest.component

@@ -1,13 +1,16 @@
-//! The wasmtime engine: configuration, the epoch ticker behind handler
-//! deadlines, and loading components with clear errors.
+//! The wasmtime engine: configuration (compilation cache, instance
+//! allocator), the epoch ticker behind handler deadlines, and loading
+//! components with clear errors.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use wasmtime::component::Component;
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
-use wasmtime::{Config, Engine};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 /// The name of the interface a guest must export.
 pub const GUEST_INTERFACE: &str = "wasi:messaging/guest@0.2.0-draft";
@@ -15,11 +18,60 @@ pub const GUEST_INTERFACE: &str = "wasi:messaging/guest@0.2.0-draft";
 /// How often the epoch advances; handler deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Builds the engine every guest runs on, and starts its epoch ticker.
+/// How the engine is built.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Where compiled components are cached across runs, keyed by the
+    /// component's bytes and the compiler's settings; `None` compiles every
+    /// time.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances come from a pool of preallocated slots (wasmtime's pooling
+    /// allocator) instead of fresh memory mappings each.
+    pub pooling: bool,
+}
+
+impl EngineOptions {
+    /// `$XDG_CACHE_HOME/courier`, else `$HOME/.cache/courier`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("courier"))
+    }
+}
+
+/// Builds an engine with default options (no cache, on-demand allocation)
+/// and starts its epoch ticker.
 pub fn new_engine() -> anyhow::Result<Engine> {
+    new_engine_with(&EngineOptions::default())
+}
+
+/// Builds the engine every guest runs on, and starts its epoch ticker.
+pub fn new_engine_with(options: &EngineOptions) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    if let Some(dir) = &options.cache_dir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        let mut cache = CacheConfig::new();
+        cache.with_directory(&dir);
+        // A cache that cannot be used costs a compilation, not the run.
+        match Cache::new(cache) {
+            Ok(cache) => {
+                config.cache(Some(cache));
+            }
+            Err(e) => tracing::warn!(
+                "compilation cache `{}` unusable, compiling every time: {e:#}",
+                dir.display()
+            ),
+        }
+    }
+    if options.pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+            PoolingAllocationConfig::default(),
+        ));
+    }
     let engine = Engine::new(&config)?;
     let weak = engine.weak();
     std::thread::Builder::new()

@@ -15,7 +15,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
-use crate::engine::{load_component, new_engine};
+use crate::engine::{EngineOptions, load_component, new_engine_with};
 use crate::guest::{GuestRuntime, StatsSnapshot};
 use crate::state::GuestState;
 
@@ -77,7 +77,18 @@ impl Runtime {
             })
             .or_else(|| config.clients.keys().next().cloned())
             .unwrap_or_default();
-        let engine = new_engine()?;
+        let engine = new_engine_with(&EngineOptions {
+            cache_dir: if config.host.compile_cache {
+                config
+                    .host
+                    .cache_dir
+                    .clone()
+                    .or_else(EngineOptions::default_cache_dir)
+            } else {
+                None
+            },
+            pooling: config.host.pooling,
+        })?;
         let linker = linker(&engine)?;
         let embedded = match &config.host.data_dir {
             Some(dir) => {
