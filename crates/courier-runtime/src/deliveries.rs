@@ -37,10 +37,14 @@ pub struct InFlight {
 }
 
 /// One guest's in-flight deliveries.
+///
+/// A delivery id is `PREFIX-N`: a random prefix per tracker and a counter.
+/// Inside, deliveries are kept by `N`; a batch is recorded and settled under
+/// one lock.
 pub struct Tracker {
     prefix: String,
     next: AtomicU64,
-    inflight: Mutex<HashMap<String, InFlight>>,
+    inflight: Mutex<HashMap<u64, InFlight>>,
 }
 
 impl Default for Tracker {
@@ -59,24 +63,41 @@ impl Tracker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a delivery and returns its id.
-    pub fn insert(&self, delivery: InFlight) -> String {
-        let id = format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
-        self.lock().insert(id.clone(), delivery);
+    /// Reserves `n` consecutive delivery numbers and returns the first.
+    pub fn reserve(&self, n: usize) -> u64 {
+        self.next.fetch_add(n as u64, Ordering::Relaxed)
+    }
+
+    /// The delivery id the guest sees for number `n`.
+    pub fn id(&self, n: u64) -> String {
+        let mut id = String::with_capacity(self.prefix.len() + 21);
+        id.push_str(&self.prefix);
+        id.push('-');
+        id.push_str(itoa(n, &mut [0; 20]));
         id
     }
 
-    /// Removes and returns the delivery `id`.
-    pub fn take(&self, id: &str) -> Option<InFlight> {
-        self.lock().remove(id)
+    /// The number of a delivery id of this tracker.
+    fn number(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(self.prefix.as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
+    /// Records deliveries by their reserved numbers.
+    pub fn insert_all(&self, deliveries: impl IntoIterator<Item = (u64, InFlight)>) {
+        self.lock().extend(deliveries);
+    }
+
+    /// Removes and returns the deliveries `ns` that are still held.
+    pub fn take_all(&self, ns: impl IntoIterator<Item = u64>) -> Vec<InFlight> {
+        let mut inflight = self.lock();
+        ns.into_iter().filter_map(|n| inflight.remove(&n)).collect()
     }
 
     /// Removes and returns the delivery a guest's message refers to: by its
@@ -84,12 +105,12 @@ impl Tracker {
     /// and reply-to.
     pub fn take_for(&self, m: &Message) -> Option<InFlight> {
         let mut inflight = self.lock();
-        if let Some(id) = m.meta(DELIVERY_ID_KEY)
-            && let Some(found) = inflight.remove(id)
+        if let Some(n) = m.meta(DELIVERY_ID_KEY).and_then(|id| self.number(id))
+            && let Some(found) = inflight.remove(&n)
         {
             return Some(found);
         }
-        let id = inflight
+        let n = inflight
             .iter()
             .find(|(_, f)| {
                 f.message.topic == m.topic
@@ -97,8 +118,8 @@ impl Tracker {
                     && f.message.content_type == m.content_type
                     && f.message.reply_to == m.reply_to
             })
-            .map(|(id, _)| id.clone())?;
-        inflight.remove(&id)
+            .map(|(n, _)| *n)?;
+        inflight.remove(&n)
     }
 
     /// How many deliveries are in flight.
@@ -118,5 +139,38 @@ impl Tracker {
         let n = inflight.len();
         inflight.retain(|_, f| f.acquired >= before);
         n - inflight.len()
+    }
+}
+
+/// Formats `n` in decimal into `buf`, without allocating.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("ascii digits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_foreign_ids_do_not_parse() {
+        let t = Tracker::new();
+        let first = t.reserve(3);
+        assert_eq!(first, 1);
+        for n in [0, 7, 10, u64::MAX] {
+            assert_eq!(t.number(&t.id(n)), Some(n));
+        }
+        let other = Tracker::new();
+        assert_eq!(t.number(&other.id(1)), None);
+        assert_eq!(t.number("forged-123"), None);
+        assert_eq!(t.number(&format!("{}-x", t.prefix)), None);
     }
 }

@@ -22,7 +22,7 @@ use courier_broker::message::{
 use courier_broker::{Delivery, Message, Mode, Pattern, Subscription, SubscriptionSpec};
 use courier_wasi_messaging::bindings::{Messaging, MessagingPre};
 use courier_wasi_messaging::error::describe;
-use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx, to_wit};
+use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx};
 use futures::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -50,8 +50,8 @@ struct Inbound {
     source: Arc<Source>,
 }
 
-/// Counters of one guest, for the progress line and tests.
-#[derive(Debug, Default)]
+/// Counters of one guest, for the progress line, tests and `/metrics`.
+#[derive(Debug)]
 pub struct Stats {
     /// Messages handed to `handler`.
     pub delivered: AtomicU64,
@@ -65,6 +65,19 @@ pub struct Stats {
     pub traps: AtomicU64,
     /// Handler calls that returned `err`.
     pub errors: AtomicU64,
+    /// The same counters in the metrics registry, labelled with the guest.
+    metrics: [metrics::Counter; 6],
+}
+
+/// One of the counters of [`Stats`].
+#[derive(Debug, Clone, Copy)]
+enum Stat {
+    Delivered,
+    Accepted,
+    Redelivered,
+    DeadLettered,
+    Traps,
+    Errors,
 }
 
 /// A snapshot of [`Stats`].
@@ -85,9 +98,38 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    fn bump(&self, counter: &AtomicU64, name: &'static str, guest: &str, n: u64) {
+    /// Zeroed counters, registered with the metrics recorder as the guest's.
+    fn new(guest: &str) -> Self {
+        let counter = |name: &'static str| metrics::counter!(name, "guest" => guest.to_string());
+        Self {
+            delivered: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            metrics: [
+                counter("courier_messages_delivered_total"),
+                counter("courier_messages_accepted_total"),
+                counter("courier_messages_redelivered_total"),
+                counter("courier_messages_dead_lettered_total"),
+                counter("courier_handler_traps_total"),
+                counter("courier_handler_errors_total"),
+            ],
+        }
+    }
+
+    fn add(&self, stat: Stat, n: u64) {
+        let counter = match stat {
+            Stat::Delivered => &self.delivered,
+            Stat::Accepted => &self.accepted,
+            Stat::Redelivered => &self.redelivered,
+            Stat::DeadLettered => &self.dead_lettered,
+            Stat::Traps => &self.traps,
+            Stat::Errors => &self.errors,
+        };
         counter.fetch_add(n, Ordering::Relaxed);
-        metrics::counter!(name, "guest" => guest.to_string()).increment(n);
+        self.metrics[stat as usize].increment(n);
     }
 
     /// Reads all counters.
@@ -180,7 +222,7 @@ impl GuestRuntime {
             rx: Mutex::new(rx),
             queued: Arc::new(AtomicUsize::new(0)),
             busy: AtomicUsize::new(0),
-            stats: Stats::default(),
+            stats: Stats::new(name),
             shutdown: watch::channel(false).0,
             workers_done: watch::channel(false).0,
             workers: std::sync::Mutex::new(Vec::new()),
@@ -465,9 +507,10 @@ impl GuestRuntime {
     }
 
     async fn handle(self: &Arc<Self>, instance: &mut Option<Instance>, batch: Vec<Inbound>) {
-        let mut ids = Vec::with_capacity(batch.len());
+        let first = self.tracker.reserve(batch.len());
+        let mut held_all = Vec::with_capacity(batch.len());
         let mut messages = Vec::with_capacity(batch.len());
-        for Inbound { delivery, source } in batch {
+        for (n, Inbound { delivery, source }) in (first..).zip(batch) {
             let Delivery {
                 mut message,
                 attempt,
@@ -492,34 +535,37 @@ impl GuestRuntime {
                 self.dead_letter(held, reason).await;
                 continue;
             }
-            let mut for_guest = held.message.clone();
-            let id = self.tracker.insert(held);
-            for_guest.set_meta(DELIVERY_ID_KEY, id.clone());
-            for_guest.set_meta(ATTEMPT_KEY, attempt.to_string());
-            messages.push(to_wit(for_guest));
-            ids.push(id);
+            messages.push(to_wit_delivery(&held.message, self.tracker.id(n), attempt));
+            held_all.push((n, held));
         }
         if messages.is_empty() {
             return;
         }
-        self.stats.bump(
-            &self.stats.delivered,
-            "courier_messages_delivered_total",
-            &self.name,
-            messages.len() as u64,
-        );
+        let numbers: Vec<u64> = held_all.iter().map(|(n, _)| *n).collect();
+        self.tracker.insert_all(held_all);
+        self.stats.add(Stat::Delivered, messages.len() as u64);
         let outcome = self.call_handler(instance, &messages).await;
+        drop(messages);
         // What the guest did not settle itself, settled together.
-        let unsettled = ids
-            .iter()
-            .filter_map(|id| match (&outcome, self.config.ack) {
-                (Ok(()), AckMode::Manual) => None,
-                _ => self.tracker.take(id),
-            });
+        if outcome.is_ok() && self.config.ack == AckMode::Manual {
+            return;
+        }
+        let unsettled = self.tracker.take_all(numbers);
         match &outcome {
-            Ok(()) => join_all(unsettled.map(|held| self.accept(held))).await,
-            Err(reason) => join_all(unsettled.map(|held| self.reject(held, reason.clone()))).await,
-        };
+            Ok(()) => {
+                let acked = join_all(unsettled.into_iter().map(|held| self.accept(held))).await;
+                let n = acked.into_iter().filter(|ok| *ok).count();
+                self.stats.add(Stat::Accepted, n as u64);
+            }
+            Err(reason) => {
+                join_all(
+                    unsettled
+                        .into_iter()
+                        .map(|held| self.reject(held, reason.clone())),
+                )
+                .await;
+            }
+        }
     }
 
     async fn instantiate(self: &Arc<Self>) -> anyhow::Result<Instance> {
@@ -583,12 +629,7 @@ impl GuestRuntime {
         let failure = match result {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(e))) => {
-                self.stats.bump(
-                    &self.stats.errors,
-                    "courier_handler_errors_total",
-                    &self.name,
-                    1,
-                );
+                self.stats.add(Stat::Errors, 1);
                 let e = describe(&e);
                 tracing::warn!(guest = %self.name, "handler returned error: {e}");
                 return Err(format!("handler returned error: {e}"));
@@ -608,28 +649,20 @@ impl GuestRuntime {
             }
         };
         *slot = None;
-        self.stats.bump(
-            &self.stats.traps,
-            "courier_handler_traps_total",
-            &self.name,
-            1,
-        );
+        self.stats.add(Stat::Traps, 1);
         tracing::warn!(guest = %self.name, "{failure}; the instance is replaced");
         Err(failure)
     }
 
     // ---- settlement -----------------------------------------------------------
 
-    async fn accept(&self, held: InFlight) {
+    /// Acks; whether the broker took the ack (counting is the caller's).
+    async fn accept(&self, held: InFlight) -> bool {
         match held.acker.ack().await {
-            Ok(()) => self.stats.bump(
-                &self.stats.accepted,
-                "courier_messages_accepted_total",
-                &self.name,
-                1,
-            ),
+            Ok(()) => true,
             Err(e) => {
-                tracing::warn!(guest = %self.name, topic = %held.message.topic, "ack failed, the broker will redeliver: {e}")
+                tracing::warn!(guest = %self.name, topic = %held.message.topic, "ack failed, the broker will redeliver: {e}");
+                false
             }
         }
     }
@@ -642,12 +675,7 @@ impl GuestRuntime {
         let delay = self.config.backoff(held.attempt);
         tracing::debug!(guest = %self.name, topic = %held.message.topic, attempt = held.attempt, ?delay, "redelivering: {reason}");
         match held.acker.nack(delay).await {
-            Ok(()) => self.stats.bump(
-                &self.stats.redelivered,
-                "courier_messages_redelivered_total",
-                &self.name,
-                1,
-            ),
+            Ok(()) => self.stats.add(Stat::Redelivered, 1),
             Err(e) => {
                 tracing::warn!(guest = %self.name, "nack failed, the broker will redeliver after its ack deadline: {e}")
             }
@@ -664,12 +692,7 @@ impl GuestRuntime {
         } = held;
         let Some(channel) = &self.config.dead_letter else {
             tracing::warn!(guest = %self.name, topic = %message.topic, attempts = attempt, "dropping message (no dead-letter channel): {reason}");
-            self.stats.bump(
-                &self.stats.dead_lettered,
-                "courier_messages_dead_lettered_total",
-                &self.name,
-                1,
-            );
+            self.stats.add(Stat::DeadLettered, 1);
             if let Err(e) = acker.term().await {
                 tracing::warn!(guest = %self.name, "settling the dropped message failed: {e}");
             }
@@ -683,12 +706,7 @@ impl GuestRuntime {
         match source.backend.publish(vec![letter]).await {
             Ok(()) => {
                 tracing::warn!(guest = %self.name, dead_letter = %channel, attempts = attempt, "dead-lettered: {reason}");
-                self.stats.bump(
-                    &self.stats.dead_lettered,
-                    "courier_messages_dead_lettered_total",
-                    &self.name,
-                    1,
-                );
+                self.stats.add(Stat::DeadLettered, 1);
                 if let Err(e) = acker.term().await {
                     tracing::warn!(guest = %self.name, "settling the dead-lettered message failed: {e}");
                 }
@@ -715,6 +733,26 @@ impl GuestRuntime {
                 }
             }
         }
+    }
+}
+
+/// The message as the guest gets it: Courier's delivery id and attempt added
+/// to its metadata.
+fn to_wit_delivery(
+    m: &Message,
+    id: String,
+    attempt: u32,
+) -> courier_wasi_messaging::bindings::Message {
+    let mut metadata = Vec::with_capacity(m.metadata.len() + 2);
+    metadata.extend(m.metadata.iter().cloned());
+    metadata.push((DELIVERY_ID_KEY.to_string(), id));
+    metadata.push((ATTEMPT_KEY.to_string(), attempt.to_string()));
+    courier_wasi_messaging::bindings::Message {
+        topic: m.topic.clone(),
+        content_type: m.content_type.clone(),
+        reply_to: m.reply_to.clone(),
+        data: m.data.to_vec(),
+        metadata: Some(metadata),
     }
 }
 
@@ -806,12 +844,7 @@ impl Consumer for GuestConsumer {
             .ack()
             .await
             .map_err(|e| MessagingError::Other(format!("the broker refused the ack: {e}")))?;
-        guest.stats.bump(
-            &guest.stats.accepted,
-            "courier_messages_accepted_total",
-            &guest.name,
-            1,
-        );
+        guest.stats.add(Stat::Accepted, 1);
         Ok(())
     }
 

@@ -15,7 +15,8 @@
 
 pub mod store;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +78,9 @@ struct QueueState {
     delayed: Vec<(Instant, Entry)>,
     /// Acquired entries by delivery tag, with their ack deadline.
     inflight: HashMap<u64, (Instant, Entry)>,
+    /// The ack deadlines of `inflight`, soonest first; settled tags are
+    /// skipped when they surface, and the heap is rebuilt when they pile up.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     consumers: usize,
     next_tag: u64,
 }
@@ -112,22 +116,38 @@ impl QueueState {
                 i += 1;
             }
         }
-        let expired: Vec<u64> = self
-            .inflight
-            .iter()
-            .filter(|(_, (deadline, _))| *deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((_, mut entry)) = self.inflight.remove(&id) {
+        while let Some(&Reverse((deadline, tag))) = self.deadlines.peek() {
+            if deadline > now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                break;
+            }
+            self.deadlines.pop();
+            if let Some((_, mut entry)) = self.inflight.remove(&tag) {
                 entry.attempt += 1;
                 self.ready.push_back(entry);
             }
         }
-        for (deadline, _) in self.inflight.values() {
-            next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
-        }
         next
+    }
+
+    /// Hands out the next ready entry under a fresh tag, due back by `deadline`.
+    fn acquire(&mut self, deadline: Instant) -> Option<(u64, Message, u32)> {
+        let entry = self.ready.pop_front()?;
+        // Each acquisition gets a fresh tag, so a late settle of an
+        // earlier (expired) delivery of the same message fails.
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let out = (tag, entry.message.clone(), entry.attempt);
+        self.inflight.insert(tag, (deadline, entry));
+        self.deadlines.push(Reverse((deadline, tag)));
+        if self.deadlines.len() > 2 * self.inflight.len() + 1024 {
+            self.deadlines = self
+                .inflight
+                .iter()
+                .map(|(tag, (deadline, _))| Reverse((*deadline, *tag)))
+                .collect();
+        }
+        Some(out)
     }
 
     fn unsettled(&self) -> u64 {
@@ -335,21 +355,15 @@ impl Subscription for EmbeddedSubscription {
                 let mut state = lock(&self.queue);
                 let now = Instant::now();
                 let wake = state.promote(now);
-                if let Some(entry) = state.ready.pop_front() {
-                    // Each acquisition gets a fresh tag, so a late settle of an
-                    // earlier (expired) delivery of the same message fails.
-                    state.next_tag += 1;
-                    let tag = state.next_tag;
-                    let delivery = Delivery {
-                        message: entry.message.clone(),
-                        attempt: entry.attempt,
+                if let Some((tag, message, attempt)) = state.acquire(now + self.ack_wait) {
+                    return Some(Ok(Delivery {
+                        message,
+                        attempt,
                         acker: Box::new(EmbeddedAcker {
                             queue: Arc::downgrade(&self.queue),
                             tag,
                         }),
-                    };
-                    state.inflight.insert(tag, (now + self.ack_wait, entry));
-                    return Some(Ok(delivery));
+                    }));
                 }
                 wake
             };
