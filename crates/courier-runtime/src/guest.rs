@@ -177,6 +177,12 @@ struct Instance {
     bindings: Messaging,
 }
 
+/// An idle instance of a guest, made as a worker makes one (benchmarks
+/// measure instantiation time and memory per instance with it).
+pub struct IdleInstance {
+    _instance: Instance,
+}
+
 /// A running guest.
 pub struct GuestRuntime {
     name: Arc<str>,
@@ -232,6 +238,13 @@ impl GuestRuntime {
     /// The guest's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Instantiates the guest once, as a worker does, and keeps it idle.
+    pub async fn new_instance(self: &Arc<Self>) -> anyhow::Result<IdleInstance> {
+        Ok(IdleInstance {
+            _instance: self.instantiate().await?,
+        })
     }
 
     /// The guest's counters.

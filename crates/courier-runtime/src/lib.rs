@@ -16,5 +16,5 @@ pub mod runtime;
 pub mod state;
 
 pub use config::{Config, ConfigError, GuestConfig};
-pub use guest::{GuestRuntime, StatsSnapshot};
+pub use guest::{GuestRuntime, IdleInstance, StatsSnapshot};
 pub use runtime::Runtime;
