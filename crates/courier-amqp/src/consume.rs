@@ -239,7 +239,7 @@ impl Acker for AmqpAcker {
                         self.queue.as_str().into(),
                         BasicPublishOptions::default(),
                         &self.message.data,
-                        to_properties(&self.message, self.persistent, Some(self.attempt + 1)),
+                        to_properties(&self.message, self.persistent, Some(self.attempt + 1))?,
                     )
                     .await
                     .map_err(connection_error)?;

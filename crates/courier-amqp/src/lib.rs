@@ -137,7 +137,7 @@ impl Backend for AmqpBackend {
                     m.topic.as_str().into(),
                     BasicPublishOptions::default(),
                     &m.data,
-                    properties::to_properties(m, self.options.durable, None),
+                    properties::to_properties(m, self.options.durable, None)?,
                 )
                 .await
                 .map_err(connection_error)?;

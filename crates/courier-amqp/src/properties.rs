@@ -5,8 +5,13 @@
 //! order). Courier keeps the delivery attempt of messages it requeues in the
 //! header `x-courier-attempt`, which is not metadata. Headers of other types,
 //! set by other clients, come back as text.
+//!
+//! What AMQP cannot carry is refused by [`to_properties`] with
+//! [`BrokerError::Invalid`] naming the field: a channel (the routing key),
+//! content type, reply-to or metadata key longer than 255 bytes (AMQP short
+//! strings), and the metadata keys `x-courier-attempt` and `x-courier-topic`.
 
-use courier_broker::Message;
+use courier_broker::{BrokerError, Message};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
@@ -16,9 +21,50 @@ pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
 /// back straight to its queue, under the queue's name).
 pub const TOPIC_HEADER: &str = "x-courier-topic";
 
+/// Longest AMQP short string, in bytes (its length is one byte).
+pub const MAX_SHORT_STRING: usize = u8::MAX as usize;
+
+fn short_string(what: &str, s: &str) -> Result<(), BrokerError> {
+    if s.len() > MAX_SHORT_STRING {
+        return Err(BrokerError::Invalid(format!(
+            "{what} is {} bytes long; AMQP allows at most {MAX_SHORT_STRING}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `m` fits AMQP: see the module documentation.
+fn check(m: &Message) -> Result<(), BrokerError> {
+    short_string("channel (routing key)", &m.topic)?;
+    if let Some(ct) = &m.content_type {
+        short_string("content-type", ct)?;
+    }
+    if let Some(r) = &m.reply_to {
+        short_string("reply-to", r)?;
+    }
+    for (k, _) in &m.metadata {
+        if k == ATTEMPT_HEADER || k == TOPIC_HEADER {
+            return Err(BrokerError::Invalid(format!(
+                "metadata key `{k}` is reserved on AMQP (Courier uses it to requeue)"
+            )));
+        }
+        short_string(&format!("metadata key `{k}`"), k)?;
+    }
+    Ok(())
+}
+
 /// The properties of `m`; `persistent` sets delivery mode 2; `requeued`
 /// records the attempt and channel of a message Courier sends back to its queue.
-pub fn to_properties(m: &Message, persistent: bool, requeued: Option<u32>) -> BasicProperties {
+///
+/// Refuses, naming the field, what AMQP cannot carry (see the module
+/// documentation) instead of sending a corrupt frame.
+pub fn to_properties(
+    m: &Message,
+    persistent: bool,
+    requeued: Option<u32>,
+) -> Result<BasicProperties, BrokerError> {
+    check(m)?;
     let mut headers = FieldTable::default();
     let mut keys: Vec<&str> = Vec::new();
     for (k, _) in &m.metadata {
@@ -57,7 +103,7 @@ pub fn to_properties(m: &Message, persistent: bool, requeued: Option<u32>) -> Ba
     if persistent {
         p = p.with_delivery_mode(2);
     }
-    p
+    Ok(p)
 }
 
 fn value_text(v: &AMQPValue) -> String {
@@ -132,9 +178,36 @@ mod tests {
                 ("k".into(), "3".into()),
             ],
         };
-        let p = to_properties(&m, true, Some(4));
+        let p = to_properties(&m, true, Some(4)).unwrap();
         let (back, attempt) = from_delivery("courier.group.queue", &p, b"x".to_vec());
         assert_eq!(back, m);
         assert_eq!(attempt, Some(4));
+    }
+
+    #[test]
+    fn what_amqp_cannot_carry_is_refused() {
+        let refused = |m: &Message| to_properties(m, false, None).unwrap_err().to_string();
+        // Longer than 255 bytes, the one-byte length prefix used to wrap and
+        // corrupt the frame.
+        let long = "x".repeat(MAX_SHORT_STRING + 1);
+        let mut m = Message::new("a", "x");
+        m.metadata = vec![(long.clone(), "v".into())];
+        assert!(refused(&m).contains("metadata key"));
+        let mut m = Message::new("a", "x");
+        m.content_type = Some(long.clone());
+        assert!(refused(&m).contains("content-type is 256 bytes long"));
+        let mut m = Message::new("a", "x");
+        m.reply_to = Some(long.clone());
+        assert!(refused(&m).contains("reply-to"));
+        assert!(refused(&Message::new(long, "x")).contains("routing key"));
+        for key in [ATTEMPT_HEADER, TOPIC_HEADER] {
+            let mut m = Message::new("a", "x");
+            m.metadata = vec![(key.into(), "1".into())];
+            let e = refused(&m);
+            assert!(e.contains(key) && e.contains("reserved"), "{e}");
+        }
+        let mut m = Message::new("a", "x");
+        m.metadata = vec![("k".repeat(MAX_SHORT_STRING), "v".repeat(100_000))];
+        assert!(to_properties(&m, false, None).is_ok());
     }
 }

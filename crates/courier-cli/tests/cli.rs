@@ -127,6 +127,23 @@ fn check_accepts_a_guest_and_explains_what_is_not_one() {
 }
 
 #[test]
+fn check_and_run_explain_a_truncated_component() {
+    let good = std::fs::read(test_programs::UPPERCASE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("uppercase.wasm");
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    let path = path.to_str().unwrap();
+    for command in ["check", "run"] {
+        let out = courier(&[command, path], "");
+        assert!(!out.status.success(), "{command}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(path), "{command}: {stderr}");
+        assert!(stderr.contains("truncated"), "{command}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    }
+}
+
+#[test]
 fn bad_config_names_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("courier.toml");

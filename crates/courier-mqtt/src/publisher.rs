@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::connection_error;
 use crate::options::MqttOptions;
-use crate::topics::{to_properties, to_topic};
+use crate::topics::to_publish;
 
 type Done = oneshot::Sender<Result<(), BrokerError>>;
 
@@ -118,18 +118,12 @@ impl Publisher {
             // Requests and waiters must enter their queues in the same order.
             let _order = self.order.lock().await;
             for m in messages {
+                let (topic, properties) = to_publish(&m)?;
                 let (tx, rx) = oneshot::channel();
                 lock(&self.waiting).queued.push_back(tx);
-                let properties = to_properties(&m);
                 if let Err(e) = self
                     .client
-                    .publish_with_properties(
-                        to_topic(&m.topic),
-                        self.qos,
-                        false,
-                        m.data,
-                        properties,
-                    )
+                    .publish_with_properties(topic, self.qos, false, m.data, properties)
                     .await
                 {
                     lock(&self.waiting).queued.pop_back();

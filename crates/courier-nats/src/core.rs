@@ -24,7 +24,7 @@ pub async fn publish(
     timeout: Duration,
 ) -> Result<(), BrokerError> {
     for m in messages {
-        let headers = to_headers(&m, false);
+        let headers = to_headers(&m, false)?;
         let sent = match m.reply_to {
             Some(reply) => {
                 client

@@ -83,7 +83,7 @@ impl JetStream {
     pub async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
-            let headers = to_headers(&m, true);
+            let headers = to_headers(&m, true)?;
             let topic = m.topic.clone();
             let ack = self
                 .context

@@ -150,7 +150,7 @@ struct StreamSubscription {
 }
 
 /// One stream entry: its id and fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
+pub type Entry = (String, Vec<(String, Vec<u8>)>);
 
 fn text(v: &Value) -> Option<String> {
     match v {
@@ -192,8 +192,10 @@ fn entries(v: &Value) -> Vec<Entry> {
         .collect()
 }
 
-/// Parses an `XREADGROUP` reply (RESP2 array or RESP3 map) into entries.
-fn read_reply(v: &Value) -> Vec<Entry> {
+/// Parses an `XREADGROUP` reply (RESP2 array or RESP3 map) into entries;
+/// what is not an entry is skipped. Public for the fuzz target.
+#[doc(hidden)]
+pub fn read_reply(v: &Value) -> Vec<Entry> {
     match v {
         Value::Array(streams) => streams
             .iter()

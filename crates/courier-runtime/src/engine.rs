@@ -107,7 +107,17 @@ pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component>
 /// Compiles component bytes, explaining what they are when they are not a component.
 pub fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
     const MAGIC: &[u8] = b"\0asm";
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+    const HEADER: usize = 8;
+    if bytes.is_empty() {
+        bail!("an empty file, not a WebAssembly component");
+    }
+    if bytes.len() < HEADER && MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+        bail!(
+            "truncated: {} bytes, shorter than the {HEADER}-byte WebAssembly header",
+            bytes.len()
+        );
+    }
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
         bail!(
             "not a WebAssembly file (it is {} bytes and does not start with the `\\0asm` magic)",
             bytes.len()
@@ -119,7 +129,21 @@ pub fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
              (or wrap the module with `wasm-tools component new`)"
         );
     }
-    Component::from_binary(engine, bytes).map_err(|e| anyhow!("not a valid component: {e:#}"))
+    if bytes.len() == HEADER {
+        bail!("an empty component: the file is only the {HEADER}-byte header (truncated?)");
+    }
+    Component::from_binary(engine, bytes).map_err(|e| {
+        let e = format!("{e:#}");
+        // wasmparser's words for a file that ends before its sections do.
+        if e.contains("unexpected end-of-file") || e.contains("out of bounds (bound =") {
+            anyhow!(
+                "not a valid component, truncated: the file ends before its contents do \
+                 (was it copied completely?): {e}"
+            )
+        } else {
+            anyhow!("not a valid component (corrupt, or not built for wasm32-wasip2): {e}")
+        }
+    })
 }
 
 /// Fails unless the component exports the guest interface with its `handler`.

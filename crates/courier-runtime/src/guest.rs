@@ -714,7 +714,7 @@ impl GuestRuntime {
         let mut letter = message;
         letter.set_meta(ORIGINAL_TOPIC_KEY, letter.topic.clone());
         letter.set_meta(ATTEMPTS_KEY, attempt.to_string());
-        letter.set_meta(LAST_ERROR_KEY, reason.clone());
+        letter.set_meta(LAST_ERROR_KEY, one_line(&reason));
         letter.topic = channel.clone();
         match source.backend.publish(vec![letter]).await {
             Ok(()) => {
@@ -866,5 +866,28 @@ impl Consumer for GuestConsumer {
         let held = guest.tracker.take_for(&message).ok_or_else(not_held)?;
         guest.reject(held, "abandoned by the guest".into()).await;
         Ok(())
+    }
+}
+
+/// `reason` on one line: a header value cannot hold a line break on every
+/// broker (NATS refuses it), and a guest's error text may have some.
+fn one_line(reason: &str) -> String {
+    reason.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn last_error_is_one_line() {
+        assert_eq!(
+            one_line("bad input\r\nat line 2\n"),
+            "bad input  at line 2 "
+        );
+        assert_eq!(
+            one_line("guest trapped: unreachable"),
+            "guest trapped: unreachable"
+        );
     }
 }
