@@ -9,6 +9,7 @@
 //! $B latency backend=embedded rate=5000 seconds=5
 //! $B instantiate count=200
 //! $B scaling backend=embedded messages=100000
+//! $B durable messages=20000   # what each sync policy of --data-dir costs
 //! $B all                     # everything above, as Markdown tables
 //! ```
 //!
@@ -498,6 +499,72 @@ async fn scaling(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishing to a stored (point-to-point) queue of the embedded broker with
+/// each sync policy, beside the in-memory broker: what durability costs.
+async fn durable(args: &Args) -> anyhow::Result<()> {
+    use courier_broker::EmbeddedBroker;
+    use courier_broker::embedded::store::SyncPolicy;
+    let n: usize = args.get("messages", 20_000)?;
+    let dir = tempfile::tempdir()?;
+    let mut memory_rate = BTreeMap::new();
+    for publishers in [1usize, 16] {
+        for (i, sync) in ["memory", "os", "always"].into_iter().enumerate() {
+            let broker = match sync {
+                "memory" => EmbeddedBroker::new(),
+                "os" => EmbeddedBroker::open(
+                    &dir.path().join(format!("os{publishers}")),
+                    SyncPolicy::Os,
+                )?,
+                _ => EmbeddedBroker::open(
+                    &dir.path().join(format!("always{publishers}")),
+                    SyncPolicy::Always,
+                )?,
+            };
+            let backend: Arc<dyn Backend> = Arc::new(broker);
+            let mut sub = backend
+                .subscribe(SubscriptionSpec::competing(Pattern::parse("d.in")?, "g"))
+                .await?;
+            let per = n / publishers;
+            let total = per * publishers;
+            // A consumer acknowledges as fast as it can, as a guest would.
+            let consumer = tokio::spawn(async move {
+                for _ in 0..total {
+                    let d = sub.next().await.expect("open").expect("delivery");
+                    d.acker.ack().await.expect("ack");
+                }
+            });
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..publishers)
+                .map(|_| {
+                    let backend = backend.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per {
+                            backend
+                                .publish(vec![Message::new("d.in", payload(16))])
+                                .await
+                                .expect("publish");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await?;
+            }
+            let rate = total as f64 / start.elapsed().as_secs_f64();
+            consumer.await?;
+            if i == 0 {
+                memory_rate.insert(publishers, rate);
+            }
+            println!(
+                "| {sync} | {publishers} | {total} | {rate:.0} | {:.3} |",
+                rate / memory_rate[&publishers]
+            );
+        }
+    }
+    Ok(())
+}
+
+const DURABLE_HEAD: &str = "| sync | concurrent publishers | messages (one per send) | send msg/s | ratio to in-memory |\n|---|---|---|---|---|";
 const THROUGHPUT_HEAD: &str = "| broker | work | batch | size | messages | guest msg/s | native msg/s | ratio |\n|---|---|---|---|---|---|---|---|";
 const LATENCY_HEAD: &str = "| broker | rate | messages | guest p50 | guest p99 | native p50 | native p99 | added p50 | added p99 |\n|---|---|---|---|---|---|---|---|---|";
 const INSTANTIATE_HEAD: &str = "| allocator | instances | instantiate (kept) | instantiate + drop | memory per idle instance |\n|---|---|---|---|---|";
@@ -532,6 +599,10 @@ async fn main() -> anyhow::Result<()> {
             instantiate(&args).await
         }
         "scaling" => scaling(&args).await,
+        "durable" => {
+            println!("{DURABLE_HEAD}");
+            durable(&args).await
+        }
         "all" => {
             println!("Throughput:\n\n{THROUGHPUT_HEAD}");
             let backends: &[&str] = if nats {
@@ -560,10 +631,15 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("\nInstantiation (noop):\n\n{INSTANTIATE_HEAD}");
             instantiate(&args).await?;
+            println!("\nDurable embedded broker (16 B messages):\n\n{DURABLE_HEAD}");
+            durable(&args).await?;
             scaling(&args_of(&["backend=embedded"])).await
         }
         other => {
-            bail!("unknown benchmark `{other}` (throughput, latency, instantiate, scaling, all)")
+            bail!(
+                "unknown benchmark `{other}` \
+                 (throughput, latency, instantiate, scaling, durable, all)"
+            )
         }
     }
 }
