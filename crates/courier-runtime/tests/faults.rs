@@ -234,7 +234,10 @@ allow-publish = ["probe.result", "faults.in"]
         // Publishing on the backend while the broker is down.
         let data = format!("direct-{k}");
         match publish_one(&backend, data).await {
-            Ok(()) => panic!("publish succeeded while the broker was down"),
+            Ok(()) => panic!(
+                "publish succeeded while the broker was down ({fault:?}, listening: {})",
+                broker.listening()
+            ),
             Err((e, took)) => {
                 assert!(
                     took <= TIMEOUT + SLACK,

@@ -252,6 +252,11 @@ impl PrivateBroker {
         }
     }
 
+    /// Whether the broker accepts connections.
+    pub fn listening(&self) -> bool {
+        listening(self.port)
+    }
+
     /// The end of the broker's log, for failure messages.
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
@@ -325,18 +330,13 @@ impl PrivateBroker {
             .status();
     }
 
-    /// Processes whose command line names this test's RabbitMQ node (unique
-    /// to this process and broker).
+    /// Processes started for this test's RabbitMQ node: the node name, unique
+    /// to this process and broker, is in their environment.
     fn node_pids(&self) -> Vec<u32> {
         if self.kind != Kind::RabbitMq {
             return Vec::new();
         }
-        let short = self
-            .node
-            .split('@')
-            .next()
-            .unwrap_or(&self.node)
-            .to_string();
+        let needle = format!("RABBITMQ_NODENAME={}", self.node);
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -344,8 +344,8 @@ impl PrivateBroker {
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&short))
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
                     .unwrap_or(false)
             })
             .collect()
