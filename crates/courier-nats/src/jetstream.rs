@@ -180,9 +180,12 @@ fn publish_error(
             operation: "jetstream publish",
             after: timeout,
         },
-        PublishErrorKind::StreamNotFound => {
-            BrokerError::Invalid(format!("no JetStream stream captures `{topic}`: {e}"))
-        }
+        // "No responders": no stream captures the subject — or JetStream is
+        // not answering yet, right after a server restart. The client's
+        // stream was there at connect, so treat it as the broker's fault.
+        PublishErrorKind::StreamNotFound => connection_error(format!(
+            "JetStream did not answer for `{topic}` (no stream captures it, or JetStream is restarting): {e}"
+        )),
         _ => connection_error(format!("publishing to `{topic}`: {e}")),
     }
 }
