@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::reconnect::Link;
 use courier_broker::{BrokerError, Message};
 use futures::StreamExt;
 use lapin::options::{
@@ -27,7 +28,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
 use crate::options::{AmqpOptions, parse_prefetch};
 use crate::properties::{from_delivery, to_properties};
-use crate::{AmqpBackend, connection_error, wait_confirms};
+use crate::{AmqpBackend, KIND, connection_error, redact, wait_confirms};
 
 /// Opens a subscription.
 pub async fn subscribe(
@@ -49,6 +50,10 @@ pub async fn subscribe(
         (Mode::Broadcast, None) => (String::new(), true),
     };
     let mut sub = AmqpSubscription {
+        link: Link::new(
+            KIND,
+            format!("{} (subscription `{}`)", redact(&backend.url), spec.pattern),
+        ),
         url: backend.url.clone(),
         options: backend.options.clone(),
         spec,
@@ -70,6 +75,8 @@ struct Open {
 }
 
 struct AmqpSubscription {
+    /// The health of the subscription's connection.
+    link: Link,
     url: String,
     options: AmqpOptions,
     spec: SubscriptionSpec,
@@ -149,21 +156,30 @@ impl Subscription for AmqpSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         loop {
             let Some(open) = self.open.as_mut() else {
-                if let Err(e) = self.open().await {
-                    return Some(Err(e));
+                // Connect again, declaring the queue, its binding and qos
+                // again, with capped exponential backoff between attempts.
+                match self.open().await {
+                    Ok(()) => self.link.restored(),
+                    Err(e) => {
+                        let delay = self.link.lost(&e);
+                        tokio::time::sleep(delay).await;
+                    }
                 }
-                tracing::info!(pattern = %self.spec.pattern, "amqp: consuming again");
                 continue;
             };
-            let delivery = match open.consumer.next().await {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
+            let lost = match open.consumer.next().await {
+                Some(Ok(d)) => Ok(d),
+                Some(Err(e)) => Err(connection_error(e)),
+                None => Err(connection_error("the consumer was cancelled")),
+            };
+            let delivery = match lost {
+                Ok(d) => d,
+                Err(e) => {
+                    // Reported once; the next call reconnects.
                     self.open = None;
-                    return Some(Err(connection_error(e)));
-                }
-                None => {
-                    self.open = None;
-                    return Some(Err(connection_error("the consumer was cancelled")));
+                    let delay = self.link.lost(&e);
+                    tokio::time::sleep(delay).await;
+                    return Some(Err(e));
                 }
             };
             let (message, recorded) = from_delivery(

@@ -18,6 +18,7 @@ pub mod properties;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use courier_broker::reconnect::Link;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
@@ -41,6 +42,8 @@ pub struct AmqpBackend {
     options: AmqpOptions,
     /// The connection and its publishing channel (confirms on), remade when lost.
     link: Mutex<Option<(Connection, Channel)>>,
+    /// The health of the publishing connection.
+    health: Link,
 }
 
 impl AmqpBackend {
@@ -54,23 +57,45 @@ impl AmqpBackend {
             url: url.to_string(),
             options: AmqpOptions::parse(options)?,
             link: Mutex::new(None),
+            health: Link::new(KIND, format!("{} (publisher)", redact(url))),
         };
         backend.channel().await?;
         Ok(backend)
     }
 
-    /// The publishing channel, connecting again if it was lost.
+    /// The publishing channel, connecting again if it was lost. While the
+    /// broker is down every `publish` tries once to connect, within the
+    /// connect timeout, and fails with [`BrokerError::Connection`].
     async fn channel(&self) -> Result<Channel, BrokerError> {
         let mut link = self.link.lock().await;
-        if let Some((conn, channel)) = link.as_ref()
-            && conn.status().connected()
-            && channel.status().connected()
-        {
-            return Ok(channel.clone());
+        if let Some((conn, channel)) = link.as_ref() {
+            if conn.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+            self.health.lost(&"the connection closed");
+            *link = None;
         }
-        let (conn, channel) = self.link().await?;
-        *link = Some((conn, channel.clone()));
-        Ok(channel)
+        match self.link().await {
+            Ok((conn, channel)) => {
+                self.health.restored();
+                *link = Some((conn, channel.clone()));
+                Ok(channel)
+            }
+            Err(e) => {
+                if self.health.is_down() {
+                    self.health.retry_failed(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets the publishing connection after a failure on it.
+    async fn drop_link(&self, e: &BrokerError) {
+        if let Some((conn, _)) = self.link.lock().await.take() {
+            self.health.lost(e);
+            let _ = conn.close(200, "reconnecting".into()).await;
+        }
     }
 
     /// Connects, opens a channel with publisher confirms, declares the exchange.
@@ -129,21 +154,29 @@ impl Backend for AmqpBackend {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         courier_broker::pattern::check_topics(&messages)?;
         let channel = self.channel().await?;
-        let mut confirms = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let confirm = channel
-                .basic_publish(
-                    self.options.exchange.as_str().into(),
-                    m.topic.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &m.data,
-                    properties::to_properties(m, self.options.durable, None)?,
-                )
-                .await
-                .map_err(connection_error)?;
-            confirms.push((m.topic.clone(), confirm));
+        let published = async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let confirm = channel
+                    .basic_publish(
+                        self.options.exchange.as_str().into(),
+                        m.topic.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &m.data,
+                        properties::to_properties(m, self.options.durable, None)?,
+                    )
+                    .await
+                    .map_err(connection_error)?;
+                confirms.push((m.topic.clone(), confirm));
+            }
+            wait_confirms(confirms, self.options.connect_timeout).await
         }
-        wait_confirms(confirms, self.options.connect_timeout).await
+        .await;
+        if let Err(e @ (BrokerError::Connection { .. } | BrokerError::Timeout { .. })) = &published
+        {
+            self.drop_link(e).await;
+        }
+        published
     }
 
     async fn subscribe(
@@ -151,6 +184,16 @@ impl Backend for AmqpBackend {
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
         consume::subscribe(self, spec).await
+    }
+}
+
+/// `url` without its password, for logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod message;
 pub mod options;
 pub mod pattern;
+pub mod reconnect;
 pub mod retry;
 
 pub use backend::{

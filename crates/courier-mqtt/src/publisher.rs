@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use courier_broker::reconnect::Link;
 use courier_broker::{BrokerError, Message};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -19,9 +20,9 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::connection_error;
 use crate::options::MqttOptions;
 use crate::topics::to_publish;
+use crate::{KIND, connection_error};
 
 type Done = oneshot::Sender<Result<(), BrokerError>>;
 
@@ -100,7 +101,11 @@ impl Publisher {
         );
         connected(&mut eventloop, options).await?;
         let waiting = Arc::new(Mutex::new(Waiting::default()));
-        let task = tokio::spawn(run(eventloop, waiting.clone(), options.qos));
+        let link = Link::new(
+            KIND,
+            format!("{}:{} (publisher)", options.host, options.port),
+        );
+        let task = tokio::spawn(run(eventloop, waiting.clone(), options.qos, link));
         Ok(Self {
             client,
             waiting,
@@ -154,9 +159,10 @@ impl Drop for Publisher {
     }
 }
 
-async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS) {
+async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, link: Link) {
     loop {
         match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => link.restored(),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let mut w = lock(&waiting);
                 if w.sent.contains_key(&pkid) {
@@ -192,8 +198,10 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS) {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!("mqtt: publisher connection: {e}; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Polling again reconnects; rumqttc resends unacknowledged
+                // publishes with their packet ids.
+                let delay = link.lost(&e);
+                tokio::time::sleep(delay).await;
             }
         }
     }

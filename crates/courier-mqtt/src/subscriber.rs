@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::backend::{Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::reconnect::Link;
 use courier_broker::retry::{LocalRetries, Next, Settle};
 use courier_broker::{BrokerError, Pattern};
 use futures::channel::mpsc;
@@ -61,7 +62,21 @@ pub async fn subscribe(
     for p in early {
         let _ = tx.unbounded_send(p);
     }
-    let task = tokio::spawn(run(eventloop, client.clone(), filter.clone(), qos, tx));
+    let link = Link::new(
+        KIND,
+        format!(
+            "{}:{} (subscription `{filter}`)",
+            options.host, options.port
+        ),
+    );
+    let task = tokio::spawn(run(
+        eventloop,
+        client.clone(),
+        filter.clone(),
+        qos,
+        tx,
+        link,
+    ));
     Ok(Box::new(MqttSubscription {
         client,
         filter,
@@ -121,6 +136,7 @@ async fn run(
     filter: String,
     qos: QoS,
     tx: mpsc::UnboundedSender<Publish>,
+    link: Link,
 ) {
     loop {
         match eventloop.poll().await {
@@ -129,16 +145,20 @@ async fn run(
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
-                tracing::info!(%filter, "mqtt: reconnected; subscribing again");
-                if let Err(e) = client.try_subscribe(filter.clone(), qos) {
-                    tracing::warn!(%filter, "mqtt: subscribing again: {e}");
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                link.restored();
+                if !ack.session_present {
+                    tracing::info!(%filter, "mqtt: the session was not kept; subscribing again");
+                    if let Err(e) = client.try_subscribe(filter.clone(), qos) {
+                        tracing::warn!(%filter, "mqtt: subscribing again: {e}");
+                    }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%filter, "mqtt: subscription connection: {e}; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Polling again reconnects (resuming a `durable` session).
+                let delay = link.lost(&e);
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -25,15 +25,19 @@ use crate::options::{JetStreamOptions, Storage};
 pub struct JetStream {
     context: jetstream::Context,
     stream: jetstream::stream::Stream,
+    timeout: Duration,
 }
 
 impl JetStream {
-    /// Finds the stream, creating it when `subjects` are given.
+    /// Finds the stream, creating it when `subjects` are given. Requests
+    /// (PubAcks included) time out after `timeout`.
     pub async fn new(
         client: async_nats::Client,
         options: JetStreamOptions,
+        timeout: Duration,
     ) -> Result<Self, BrokerError> {
-        let context = jetstream::new(client);
+        let mut context = jetstream::new(client);
+        context.set_timeout(timeout);
         let stream = if options.subjects.is_empty() {
             context.get_stream(&options.stream).await.map_err(|e| {
                 BrokerError::Invalid(format!(
@@ -76,7 +80,11 @@ impl JetStream {
                     .map_err(|e| connection_error(format!("stream `{}`: {e}", options.stream)))?
             }
         };
-        Ok(Self { context, stream })
+        Ok(Self {
+            context,
+            stream,
+            timeout,
+        })
     }
 
     /// Publishes all messages, then waits for all their acks.
@@ -89,11 +97,12 @@ impl JetStream {
                 .context
                 .publish_with_headers(m.topic, headers, m.data)
                 .await
-                .map_err(|e| publish_error(&topic, e))?;
+                .map_err(|e| publish_error(&topic, e, self.timeout))?;
             acks.push((topic, ack));
         }
         for (topic, ack) in acks {
-            ack.await.map_err(|e| publish_error(&topic, e))?;
+            ack.await
+                .map_err(|e| publish_error(&topic, e, self.timeout))?;
         }
         Ok(())
     }
@@ -161,15 +170,22 @@ impl JetStream {
     }
 }
 
-fn publish_error(topic: &str, e: jetstream::context::PublishError) -> BrokerError {
+fn publish_error(
+    topic: &str,
+    e: jetstream::context::PublishError,
+    timeout: Duration,
+) -> BrokerError {
     match e.kind() {
         PublishErrorKind::TimedOut => BrokerError::Timeout {
             operation: "jetstream publish",
-            after: Duration::from_secs(5),
+            after: timeout,
         },
-        PublishErrorKind::StreamNotFound => {
-            BrokerError::Invalid(format!("no JetStream stream captures `{topic}`: {e}"))
-        }
+        // "No responders": no stream captures the subject — or JetStream is
+        // not answering yet, right after a server restart. The client's
+        // stream was there at connect, so treat it as the broker's fault.
+        PublishErrorKind::StreamNotFound => connection_error(format!(
+            "JetStream did not answer for `{topic}` (no stream captures it, or JetStream is restarting): {e}"
+        )),
         _ => connection_error(format!("publishing to `{topic}`: {e}")),
     }
 }

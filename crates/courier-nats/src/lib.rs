@@ -14,9 +14,11 @@ pub mod headers;
 pub mod jetstream;
 pub mod options;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use courier_broker::reconnect::{Link, backoff};
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
 pub use options::{CLIENT_OPTION_KEYS, NatsOptions};
@@ -40,19 +42,41 @@ pub struct NatsBackend {
 impl NatsBackend {
     /// Connects to `url`; fails with [`BrokerError::Connection`] when the
     /// server cannot be reached within the connect timeout. Once connected,
-    /// the client reconnects by itself for as long as it lives.
+    /// the client reconnects by itself for as long as it lives, with capped
+    /// exponential backoff ([`courier_broker::reconnect`]); losses and
+    /// recoveries are logged and counted. While it is disconnected,
+    /// `publish` fails at once with [`BrokerError::Connection`].
     pub async fn connect(
         url: &str,
         options: &std::collections::BTreeMap<String, String>,
     ) -> Result<Self, BrokerError> {
         let options = NatsOptions::parse(options)?;
+        let link = Arc::new(Link::new(KIND, url.to_string()));
         let connect = async_nats::ConnectOptions::new()
             .connection_timeout(options.connect_timeout)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
-                    async_nats::Event::Connected => tracing::info!("nats: connected"),
-                    other => tracing::debug!("nats: {other}"),
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                // async-nats counts from 1 after the first failed attempt;
+                // the first reconnection is immediate.
+                if attempts == 0 {
+                    Duration::ZERO
+                } else {
+                    backoff(u32::try_from(attempts).unwrap_or(u32::MAX))
+                }
+            })
+            .event_callback(move |event| {
+                let link = link.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            link.lost(&"disconnected");
+                        }
+                        async_nats::Event::Connected => link.restored(),
+                        async_nats::Event::ClientError(e) if link.is_down() => {
+                            link.retry_failed(&e);
+                        }
+                        other => tracing::debug!("nats: {other}"),
+                    }
                 }
             })
             .connect(url);
@@ -67,7 +91,10 @@ impl NatsBackend {
             }
         };
         let js = match &options.jetstream {
-            Some(js) => Some(jetstream::JetStream::new(client.clone(), js.clone()).await?),
+            Some(js) => Some(
+                jetstream::JetStream::new(client.clone(), js.clone(), options.connect_timeout)
+                    .await?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -102,6 +129,13 @@ impl Backend for NatsBackend {
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         courier_broker::pattern::check_topics(&messages)?;
+        // While disconnected, async-nats would buffer the messages and answer
+        // only when the server is back: refuse them now instead.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(connection_error(
+                "not connected to the server (reconnecting)",
+            ));
+        }
         match &self.js {
             Some(js) => js.publish(messages).await,
             None => core::publish(&self.client, messages, self.timeout).await,

@@ -14,7 +14,10 @@ pub mod options;
 pub mod pubsub;
 pub mod streams;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use courier_broker::reconnect::Link;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -34,6 +37,8 @@ pub struct RedisBackend {
     client: redis::Client,
     conn: ConnectionManager,
     options: RedisOptions,
+    /// The health of the publishing connection.
+    link: Arc<Link>,
 }
 
 impl RedisBackend {
@@ -50,6 +55,7 @@ impl RedisBackend {
             client,
             conn,
             options,
+            link: Arc::new(Link::new(KIND, format!("{url} (publisher)"))),
         })
     }
 }
@@ -107,11 +113,21 @@ impl Backend for RedisBackend {
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         courier_broker::pattern::check_topics(&messages)?;
         let mut conn = self.conn.clone();
-        if self.options.streams {
+        let published = if self.options.streams {
             streams::publish(&mut conn, &self.options, messages).await
         } else {
             pubsub::publish(&mut conn, messages).await
+        };
+        // The connection manager reconnects on the next command; the link
+        // only logs and counts the outage.
+        match &published {
+            Ok(()) => self.link.restored(),
+            Err(e @ BrokerError::Connection { .. }) => {
+                self.link.lost(e);
+            }
+            Err(_) => {}
         }
+        published
     }
 
     async fn subscribe(

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
+use courier_broker::reconnect::Link;
 use courier_broker::{BrokerError, Message};
 use redis::Value;
 use redis::aio::ConnectionManager;
@@ -94,27 +95,13 @@ pub async fn subscribe(
             )));
         }
     };
-    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(&group)
-        .arg(start)
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await;
-    match created {
-        Ok(()) => {}
-        Err(e) if e.code() == Some("BUSYGROUP") => {}
-        Err(e) => {
-            return Err(connection_error(format!(
-                "creating group `{group}` on `{stream}`: {e}"
-            )));
-        }
-    }
+    create_group(&mut conn, &stream, &group, start).await?;
     let reader = manager(client, options).await?;
     Ok(Box::new(StreamSubscription {
         reader,
         conn,
+        link: Link::new(KIND, format!("stream `{stream}`, group `{group}`")),
+        start,
         topic: spec.pattern.as_str().to_string(),
         stream,
         group,
@@ -125,6 +112,30 @@ pub async fn subscribe(
         last_claim: Instant::now(),
         closed: false,
     }))
+}
+
+/// Creates the consumer group (and the stream) unless it exists.
+async fn create_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    start: &str,
+) -> Result<(), BrokerError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(start)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(connection_error(format!(
+            "creating group `{group}` on `{stream}`: {e}"
+        ))),
+    }
 }
 
 fn rand_suffix() -> String {
@@ -138,6 +149,10 @@ struct StreamSubscription {
     /// A connection of its own: `XREADGROUP … BLOCK` holds it.
     reader: ConnectionManager,
     conn: ConnectionManager,
+    /// The health of the subscription's connections.
+    link: Link,
+    /// Where a group (re)created by this subscription starts.
+    start: &'static str,
     topic: String,
     stream: String,
     group: String,
@@ -255,7 +270,7 @@ impl StreamSubscription {
     }
 
     async fn read(&mut self) -> Result<(), BrokerError> {
-        let reply: Value = redis::cmd("XREADGROUP")
+        let reply: Result<Value, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
             .arg(&self.consumer)
@@ -267,8 +282,18 @@ impl StreamSubscription {
             .arg(&self.stream)
             .arg(">")
             .query_async(&mut self.reader)
-            .await
-            .map_err(connection_error)?;
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            // The group is gone (a broker that lost its data, or a deleted
+            // stream): declare it again.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!(stream = %self.stream, group = %self.group, "redis: consumer group missing; creating it again");
+                create_group(&mut self.conn, &self.stream, &self.group, self.start).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(connection_error(e)),
+        };
         for entry in read_reply(&reply) {
             let d = self.delivery(entry, 1);
             self.ready.push_back(d);
@@ -358,8 +383,19 @@ impl Subscription for StreamSubscription {
             } else {
                 self.read().await
             };
-            if let Err(e) = result {
-                return Some(Err(e));
+            match result {
+                Ok(()) => self.link.restored(),
+                Err(e) => {
+                    // The connection managers reconnect on the next command;
+                    // wait out the backoff first. The first failure of an
+                    // outage is reported to the caller, later ones only logged.
+                    let first = !self.link.is_down();
+                    let delay = self.link.lost(&e);
+                    tokio::time::sleep(delay).await;
+                    if first {
+                        return Some(Err(e));
+                    }
+                }
             }
         }
     }
