@@ -152,6 +152,14 @@ pub trait Subscription: Send {
     /// and asks again.
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
 
+    /// At least one and at most `max` deliveries, waiting for the first like
+    /// [`Subscription::next`]. Backends that can hand over several at once
+    /// (one lock, one round trip) override it; it must be cancel-safe too.
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, BrokerError>> {
+        let _ = max;
+        self.next().await.map(|r| r.map(|d| vec![d]))
+    }
+
     /// Stops delivery. Unsettled deliveries go back to the broker.
     async fn close(&mut self) -> Result<(), BrokerError>;
 }

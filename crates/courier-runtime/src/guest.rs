@@ -23,6 +23,7 @@ use courier_broker::{Delivery, Message, Mode, Pattern, Subscription, Subscriptio
 use courier_wasi_messaging::bindings::{Messaging, MessagingPre};
 use courier_wasi_messaging::error::describe;
 use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx};
+use futures::FutureExt;
 use futures::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -566,8 +567,18 @@ impl GuestRuntime {
         let unsettled = self.tracker.take_all(numbers);
         match &outcome {
             Ok(()) => {
-                let acked = join_all(unsettled.into_iter().map(|held| self.accept(held))).await;
-                let n = acked.into_iter().filter(|ok| *ok).count();
+                // Acks that finish at once (the embedded broker's) are taken
+                // as they come; only the others are awaited together.
+                let mut n = 0;
+                let mut pending = Vec::new();
+                for held in unsettled {
+                    let mut ack = Box::pin(self.accept(held));
+                    match (&mut ack).now_or_never() {
+                        Some(ok) => n += usize::from(ok),
+                        None => pending.push(ack),
+                    }
+                }
+                n += join_all(pending).await.into_iter().filter(|ok| *ok).count();
                 self.stats.add(Stat::Accepted, n as u64);
             }
             Err(reason) => {
@@ -769,6 +780,9 @@ fn to_wit_delivery(
     }
 }
 
+/// The most deliveries a pump takes from its subscription at once.
+const MAX_PUMP_BATCH: usize = 256;
+
 /// Moves deliveries from a broker subscription to the guest's queue.
 async fn pump(
     mut sub: Box<dyn Subscription>,
@@ -795,15 +809,35 @@ async fn pump(
                 Err(_) => break,
             },
         };
+        // Whatever else the queue has room for right now may come along
+        // (without holding that room while waiting: other pumps share it).
+        let room = tx.capacity().min(MAX_PUMP_BATCH);
         tokio::select! {
             r = &mut stop => {
                 shutdown = r.unwrap_or(false);
                 break;
             }
-            next = sub.next() => match next {
-                Some(Ok(delivery)) => {
-                    queued.fetch_add(1, Ordering::SeqCst);
-                    permit.send(Inbound { delivery, source: source.clone() });
+            next = sub.next_batch(1 + room) => match next {
+                Some(Ok(deliveries)) => {
+                    queued.fetch_add(deliveries.len(), Ordering::SeqCst);
+                    let mut deliveries = deliveries.into_iter();
+                    if let Some(delivery) = deliveries.next() {
+                        permit.send(Inbound { delivery, source: source.clone() });
+                    }
+                    for delivery in deliveries {
+                        let inbound = Inbound { delivery, source: source.clone() };
+                        // Another pump may have taken the room meanwhile.
+                        let sent = match tx.try_send(inbound) {
+                            Ok(()) => Ok(()),
+                            Err(mpsc::error::TrySendError::Full(inbound)) => {
+                                tx.send(inbound).await.map_err(|_| ())
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     drop(permit);

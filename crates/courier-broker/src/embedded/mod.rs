@@ -245,9 +245,30 @@ impl Backend for EmbeddedBroker {
         crate::pattern::check_topics(&messages)?;
         if self.shared.store.is_none() {
             let queues = self.queues();
-            for message in messages {
-                for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {
-                    lock(queue).push(message.clone(), 0);
+            let mut messages = messages.into_iter().peekable();
+            let mut matching: Vec<&Arc<Queue>> = Vec::new();
+            while let Some(first) = messages.next() {
+                // A run of messages on one topic: match the queues once, take
+                // each queue's lock once, wake its consumers once.
+                matching.clear();
+                matching.extend(queues.iter().filter(|q| q.pattern.matches(&first.topic)));
+                let mut run = vec![first];
+                while let Some(m) = messages.next_if(|m| m.topic == run[0].topic) {
+                    run.push(m);
+                }
+                if let Some((last, others)) = matching.split_last() {
+                    for queue in others {
+                        let mut state = lock(queue);
+                        for m in &run {
+                            state.push(m.clone(), 0);
+                        }
+                    }
+                    let mut state = lock(last);
+                    for m in run {
+                        state.push(m, 0);
+                    }
+                }
+                for queue in &matching {
                     queue.notify.notify_waiters();
                 }
             }
@@ -345,6 +366,12 @@ struct EmbeddedSubscription {
 #[async_trait]
 impl Subscription for EmbeddedSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        self.next_batch(1)
+            .await
+            .map(|r| r.map(|mut ds| ds.pop().expect("at least one")))
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, BrokerError>> {
         loop {
             if self.closed {
                 return None;
@@ -355,15 +382,21 @@ impl Subscription for EmbeddedSubscription {
                 let mut state = lock(&self.queue);
                 let now = Instant::now();
                 let wake = state.promote(now);
-                if let Some((tag, message, attempt)) = state.acquire(now + self.ack_wait) {
-                    return Some(Ok(Delivery {
+                let mut out = Vec::new();
+                while out.len() < max.max(1)
+                    && let Some((tag, message, attempt)) = state.acquire(now + self.ack_wait)
+                {
+                    out.push(Delivery {
                         message,
                         attempt,
                         acker: Box::new(EmbeddedAcker {
                             queue: Arc::downgrade(&self.queue),
                             tag,
                         }),
-                    }));
+                    });
+                }
+                if !out.is_empty() {
+                    return Some(Ok(out));
                 }
                 wake
             };
