@@ -378,11 +378,13 @@ async fn latency(args: &Args) -> anyhow::Result<()> {
 
     let (g50, g99) = (percentile(&guest, 0.5), percentile(&guest, 0.99));
     let (n50, n99) = (percentile(&native, 0.5), percentile(&native, 0.99));
+    let added =
+        |g: Duration, n: Duration| format!("{:+.1} µs", (g.as_secs_f64() - n.as_secs_f64()) * 1e6);
     println!(
-        "| {} | {rate}/s | {total} | {g50:.1?} | {g99:.1?} | {n50:.1?} | {n99:.1?} | {:.1?} | {:.1?} |",
+        "| {} | {rate}/s | {total} | {g50:.1?} | {g99:.1?} | {n50:.1?} | {n99:.1?} | {} | {} |",
         setup.backend,
-        g50.saturating_sub(n50),
-        g99.saturating_sub(n99),
+        added(g50, n50),
+        added(g99, n99),
     );
     Ok(())
 }
@@ -468,7 +470,7 @@ async fn scaling(args: &Args) -> anyhow::Result<()> {
         "| size | messages | guest msg/s | native msg/s | guest MB/s | ratio |\n|---|---|---|---|---|---|"
     );
     for size in [16, 1024, 64 << 10, 1 << 20] {
-        let m = (n * 16 / size).clamp(200, n);
+        let m = (n * 1024 / size).clamp(200, n);
         let setup = Setup {
             size,
             ..base.clone()

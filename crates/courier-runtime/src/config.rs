@@ -285,6 +285,11 @@ pub struct GuestConfig {
     /// Channels subscribed at start.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// Extensions of the subscriptions made at start, as a guest would give
+    /// them to `update-guest-configuration` (e.g. `{ durable = "orders" }`
+    /// for a persistent MQTT session, `{ qos = "2" }`).
+    #[serde(default)]
+    pub subscribe_options: BTreeMap<String, String>,
     /// Channel patterns the guest may subscribe to (default: `subscribe`).
     pub allow_subscribe: Option<Vec<String>>,
     /// Channel patterns the guest may publish to (default: none).

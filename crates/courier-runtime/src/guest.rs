@@ -280,7 +280,13 @@ impl GuestRuntime {
             .iter()
             .map(|c| Pattern::parse(c))
             .collect::<Result<Vec<_>, _>>()?;
-        self.update(channels, Vec::new())
+        let extensions = self
+            .config
+            .subscribe_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.update(channels, extensions)
             .await
             .map_err(|e| anyhow::anyhow!("guest `{}`: initial subscriptions: {e}", self.name))?;
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());

@@ -63,6 +63,8 @@ struct Case {
     /// The collector's subscription on `faults.out`.
     collector: fn() -> SubscriptionSpec,
     faults: [Fault; 2],
+    /// `subscribe-options` of the guest's own subscription.
+    subscribe_options: &'static str,
 }
 
 fn out() -> Pattern {
@@ -134,6 +136,7 @@ timeout-ms = {ms}
 [guests.upper]
 component = "{upper}"
 subscribe = ["faults.in"]
+subscribe-options = {subscribe_options}
 mode = "point-to-point"
 allow-publish = ["faults.out"]
 env = {{ OUT = "faults.out" }}
@@ -152,6 +155,7 @@ allow-publish = ["probe.result", "faults.in"]
 "#,
         upper = test_programs::UPPERCASE,
         probe = test_programs::PROBE,
+        subscribe_options = case.subscribe_options,
     );
     let runtime = Runtime::new(Config::from_toml(&toml).expect("config")).expect("runtime");
     let backend = runtime.clients().get("default").await.expect("connect");
@@ -377,6 +381,7 @@ async fn nats_jetstream_survives_broker_restarts() {
                  storage = \"file\", connect-timeout-ms = 2000 }",
         collector: competing_collector,
         faults: [Fault::Kill, Fault::Stop],
+        subscribe_options: "{}",
     })
     .await;
 }
@@ -390,6 +395,7 @@ async fn redis_streams_survive_broker_restarts() {
                  options = { streams = true, connect-timeout-ms = 2000 }",
         collector: competing_collector,
         faults: [Fault::Kill, Fault::Stop],
+        subscribe_options: "{}",
     })
     .await;
 }
@@ -403,16 +409,14 @@ async fn rabbitmq_survives_broker_restarts() {
                  options = { exchange = \"courier.faults\", connect-timeout-ms = 2000 }",
         collector: competing_collector,
         faults: [Fault::Kill, Fault::Stop],
+        subscribe_options: "{}",
     })
     .await;
 }
 
-// Ignored: the guest's own subscription (from `subscribe = [...]`) is a
-// shared subscription on a clean session, so messages mosquitto had queued
-// for it when it stopped are gone after the restart (1 of 1500 in our runs).
-// Guest subscriptions from the configuration cannot ask for a `durable`
-// session yet. Run it with `--ignored` to see the figures.
-#[ignore = "loses messages queued for the guest's clean MQTT session at broker stop"]
+// The guest's own subscription keeps a persistent session (`durable`), so
+// what mosquitto had queued for it when it stopped is delivered after the
+// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_survives_broker_restarts() {
     run(Case {
@@ -431,6 +435,7 @@ async fn mosquitto_survives_broker_restarts() {
         // Mosquitto writes its persistence file on shutdown (and every
         // autosave interval): a SIGKILL loses what it accepted since.
         faults: [Fault::Stop, Fault::Stop],
+        subscribe_options: "{ durable = \"courier-faults-upper\" }",
     })
     .await;
 }
