@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
+mod common;
+
+use common::broker;
+
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 
 fn env_usize(key: &str, default: usize) -> usize {
@@ -34,20 +38,6 @@ fn env_usize(key: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Whether a broker listens on 127.0.0.1:`port`; in CI its absence fails.
-fn broker(name: &str, port: u16) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{name} is not running on {addr}, and CI needs it (run scripts/brokers.sh)"
-    );
-    eprintln!("skipping: {name} is not running on {addr}");
-    false
 }
 
 /// POSTs one message to the host's ingress; the HTTP status, or an error if

@@ -10,21 +10,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+mod common;
+
+use common::broker;
+
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 const N: usize = 1000;
-
-fn nats_available() -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 4222));
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "nats-server is not running on {addr}, and CI needs it"
-    );
-    eprintln!("skipping: nats-server is not running on {addr}");
-    false
-}
 
 fn host(config: &std::path::Path) -> Child {
     Command::new(COURIER)
@@ -39,7 +30,7 @@ fn host(config: &std::path::Path) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivor_completes_the_killed_hosts_messages() {
-    if !nats_available() {
+    if !broker("nats-server", 4222) {
         return;
     }
     let ns = format!(

@@ -96,8 +96,11 @@ impl Tracker {
 
     /// Removes and returns the deliveries `ns` that are still held.
     pub fn take_all(&self, ns: impl IntoIterator<Item = u64>) -> Vec<InFlight> {
+        let ns = ns.into_iter();
+        let mut taken = Vec::with_capacity(ns.size_hint().0);
         let mut inflight = self.lock();
-        ns.into_iter().filter_map(|n| inflight.remove(&n)).collect()
+        taken.extend(ns.filter_map(|n| inflight.remove(&n)));
+        taken
     }
 
     /// Removes and returns the delivery a guest's message refers to: by its

@@ -505,7 +505,8 @@ impl GuestRuntime {
         if isolated(&first) {
             return Some(vec![first]);
         }
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        batch.push(first);
         let linger = Instant::now() + Duration::from_millis(self.config.batch_linger_ms);
         while batch.len() < self.config.batch_size {
             let next = match rx.try_recv() {

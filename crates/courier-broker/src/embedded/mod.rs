@@ -382,7 +382,7 @@ impl Subscription for EmbeddedSubscription {
                 let mut state = lock(&self.queue);
                 let now = Instant::now();
                 let wake = state.promote(now);
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(max.clamp(1, state.ready.len().max(1)));
                 while out.len() < max.max(1)
                     && let Some((tag, message, attempt)) = state.acquire(now + self.ack_wait)
                 {
@@ -509,7 +509,7 @@ mod tests {
         Pattern::parse(s).unwrap()
     }
 
-    async fn next(sub: &mut Box<dyn Subscription>) -> Delivery {
+    pub(super) async fn next(sub: &mut Box<dyn Subscription>) -> Delivery {
         tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .expect("delivery within 5s")
@@ -617,15 +617,8 @@ mod tests {
 
 #[cfg(test)]
 mod durable_tests {
+    use super::tests::next;
     use super::*;
-
-    async fn next(sub: &mut Box<dyn Subscription>) -> Delivery {
-        tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .expect("delivery within 5s")
-            .expect("open")
-            .expect("ok")
-    }
 
     fn spec() -> SubscriptionSpec {
         SubscriptionSpec::competing(Pattern::parse("jobs.*").unwrap(), "workers")
