@@ -286,3 +286,49 @@ fn http_ingress_metrics_and_health() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_data_directory_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // The first host holds the data directory while it runs.
+    let mut first = Command::new(COURIER)
+        .args(["run", test_programs::UPPERCASE, "--subscribe", "in"])
+        .args(["--data-dir", data])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn courier");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::path::Path::new(data).join("lock").exists()
+        && std::fs::read_dir(data).map_or(true, |d| d.count() == 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first host never opened its data dir"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let second = courier(
+        &[
+            "run",
+            test_programs::UPPERCASE,
+            "--stdin",
+            "in",
+            "--data-dir",
+            data,
+        ],
+        "x\n",
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success());
+    let err = text(&second.stderr);
+    assert!(
+        err.contains("host.data-dir") && err.contains(data) && err.contains("another courier"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
