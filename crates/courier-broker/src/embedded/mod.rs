@@ -243,65 +243,71 @@ impl Backend for EmbeddedBroker {
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
         crate::pattern::check_topics(&messages)?;
-        if self.shared.store.is_none() {
+        // Runs of messages on one topic, each with the queues it goes to:
+        // matched once, each queue locked and woken once per run.
+        let mut runs: Vec<(Vec<Arc<Queue>>, Vec<Message>)> = Vec::new();
+        {
             let queues = self.queues();
             let mut messages = messages.into_iter().peekable();
-            let mut matching: Vec<&Arc<Queue>> = Vec::new();
             while let Some(first) = messages.next() {
-                // A run of messages on one topic: match the queues once, take
-                // each queue's lock once, wake its consumers once.
-                matching.clear();
-                matching.extend(queues.iter().filter(|q| q.pattern.matches(&first.topic)));
+                let matching = queues
+                    .iter()
+                    .filter(|q| q.pattern.matches(&first.topic))
+                    .cloned()
+                    .collect();
                 let mut run = vec![first];
                 while let Some(m) = messages.next_if(|m| m.topic == run[0].topic) {
                     run.push(m);
                 }
-                if let Some((last, others)) = matching.split_last() {
-                    for queue in others {
-                        let mut state = lock(queue);
-                        for m in &run {
-                            state.push(m.clone(), 0);
-                        }
-                    }
-                    let mut state = lock(last);
-                    for m in run {
-                        state.push(m, 0);
-                    }
-                }
-                for queue in &matching {
-                    queue.notify.notify_waiters();
-                }
+                runs.push((matching, run));
             }
-            return Ok(());
         }
         // Stored queues first get the messages on disk; only then do they
         // become visible, so nothing is delivered that a crash could lose.
-        let mut targets: Vec<(Arc<Queue>, Message, u64)> = Vec::new();
+        // Each stored queue of a run gets a block of sequence numbers.
+        let mut first_seqs: Vec<Vec<u64>> = Vec::with_capacity(runs.len());
         let mut writes = Vec::new();
-        {
-            let queues = self.queues();
-            for message in &messages {
-                for queue in queues.iter().filter(|q| q.pattern.matches(&message.topic)) {
-                    let seq = match &queue.stored {
+        for (matching, run) in &runs {
+            first_seqs.push(
+                matching
+                    .iter()
+                    .map(|queue| match &queue.stored {
                         Some((store, id)) => {
-                            let seq = store.next_seq();
-                            writes.push((entry_key(*id, seq), store::encode(1, message)));
-                            seq
+                            let first = store.reserve_seqs(run.len());
+                            for (seq, m) in (first..).zip(run) {
+                                writes.push((entry_key(*id, seq), store::encode(1, m)));
+                            }
+                            first
                         }
                         None => 0,
-                    };
-                    targets.push((queue.clone(), message.clone(), seq));
-                }
-            }
+                    })
+                    .collect(),
+            );
         }
         if !writes.is_empty()
             && let Some(store) = &self.shared.store
         {
             store.put_all(writes).await?;
         }
-        for (queue, message, seq) in targets {
-            lock(&queue).push(message, seq);
-            queue.notify.notify_waiters();
+        for ((matching, mut run), first_seqs) in runs.into_iter().zip(first_seqs) {
+            for (k, (queue, &first)) in matching.iter().zip(&first_seqs).enumerate() {
+                // Sequence 0: the queue is not stored.
+                let seq = |i: u64| if first == 0 { 0 } else { first + i };
+                let mut state = lock(queue);
+                if k + 1 == matching.len() {
+                    // The last queue takes the messages, the others copies.
+                    for (i, m) in (0..).zip(std::mem::take(&mut run)) {
+                        state.push(m, seq(i));
+                    }
+                } else {
+                    for (i, m) in (0..).zip(&run) {
+                        state.push(m.clone(), seq(i));
+                    }
+                }
+            }
+            for queue in &matching {
+                queue.notify.notify_waiters();
+            }
         }
         Ok(())
     }

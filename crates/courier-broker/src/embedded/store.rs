@@ -184,9 +184,10 @@ impl Store {
         Ok(id)
     }
 
-    /// A fresh sequence number.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    /// Reserves `n` consecutive sequence numbers (all above 0) and returns
+    /// the first.
+    pub fn reserve_seqs(&self, n: usize) -> u64 {
+        self.next_seq.fetch_add(n as u64, Ordering::Relaxed)
     }
 
     /// Writes entries and waits until they are stored under the sync policy.
