@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 
 mod common;
 
-use common::broker;
+use common::{broker, unique};
 
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 
@@ -270,17 +270,6 @@ env = {{ OUT = "{ns}.out" }}
         kill_points.iter().any(|&(a, h)| a > 0 && h < n),
         "no kill hit the workload mid-stream: {kill_points:?}"
     );
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}.t{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
 }
 
 #[test]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 mod common;
 
-use common::broker;
+use common::{broker, unique};
 
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 const N: usize = 1000;
@@ -33,14 +33,7 @@ async fn survivor_completes_the_killed_hosts_messages() {
     if !broker("nats-server", 4222) {
         return;
     }
-    let ns = format!(
-        "takeover.t{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let ns = unique("takeover");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("courier.toml");
     let group = format!("g{}", ns.replace('.', "_"));

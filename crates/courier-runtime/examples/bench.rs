@@ -72,11 +72,7 @@ struct Setup {
 }
 
 fn ns() -> String {
-    format!(
-        "bench.r{}x{}",
-        std::process::id(),
-        Instant::now().elapsed().subsec_nanos() ^ rand::random::<u32>()
-    )
+    format!("bench.r{}x{}", std::process::id(), rand::random::<u32>())
 }
 
 /// A runtime running the guest of `setup` on `{ns}.in`, sending to `{ns}.out`.

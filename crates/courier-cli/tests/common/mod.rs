@@ -16,3 +16,16 @@ pub fn broker(name: &str, port: u16) -> bool {
     eprintln!("skipping: {name} is not running on {addr}");
     false
 }
+
+/// A channel prefix `PREFIX.tPIDxNANOS`, unique to this test run, so runs
+/// sharing a broker do not see each other's messages.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}.t{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
