@@ -194,4 +194,11 @@ pub trait Acker: Send + Sync {
     async fn term(self: Box<Self>) -> Result<(), BrokerError> {
         self.ack().await
     }
+    /// Handed back untouched (the guest never saw it): available again at
+    /// once, without counting an attempt where the broker allows that. The
+    /// default is a nack without delay, for brokers that count every
+    /// delivery themselves.
+    async fn release(self: Box<Self>) -> Result<(), BrokerError> {
+        self.nack(Duration::ZERO).await
+    }
 }

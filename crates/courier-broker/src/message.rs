@@ -12,6 +12,10 @@ pub const ORIGINAL_TOPIC_KEY: &str = "courier-original-topic";
 pub const ATTEMPTS_KEY: &str = "courier-attempts";
 /// Dead letters: the last error (guest error, trap, timeout, or abandon).
 pub const LAST_ERROR_KEY: &str = "courier-last-error";
+/// Every metadata key that starts with this is Courier's own: a guest's
+/// `send` never carries one, so that a guest cannot forge a delivery id, an
+/// attempt or a dead letter's provenance.
+pub const RESERVED_PREFIX: &str = "courier-";
 
 /// A message as it travels through a broker.
 ///
@@ -60,4 +64,15 @@ impl Message {
     pub fn remove_meta(&mut self, key: &str) {
         self.metadata.retain(|(k, _)| k != key);
     }
+
+    /// Removes every key Courier reserves for itself ([`RESERVED_PREFIX`]).
+    pub fn remove_reserved(&mut self) {
+        self.metadata.retain(|(k, _)| !is_reserved(k));
+    }
+}
+
+/// Whether `key` is one of Courier's own metadata keys ([`RESERVED_PREFIX`]).
+pub fn is_reserved(key: &str) -> bool {
+    key.get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
 }

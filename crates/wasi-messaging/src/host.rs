@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use courier_broker::message::{ATTEMPT_KEY, DELIVERY_ID_KEY};
 use courier_broker::pattern::{allowed_pattern, allowed_topic};
 use courier_broker::{Message, Pattern};
 use wasmtime::component::Resource;
@@ -55,9 +54,10 @@ impl WasiMessaging<'_> {
                     policy.max_message_bytes
                 )));
             }
-            // Delivery ids are per guest and per delivery: never forward them.
-            m.remove_meta(DELIVERY_ID_KEY);
-            m.remove_meta(ATTEMPT_KEY);
+            // `courier-*` keys are Courier's own (delivery ids are per guest
+            // and per delivery; dead-letter keys say where a letter came
+            // from): a guest never sends one.
+            m.remove_reserved();
             out.push(m);
         }
         Ok(out)

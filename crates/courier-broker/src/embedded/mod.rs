@@ -459,16 +459,19 @@ struct EmbeddedAcker {
 }
 
 impl EmbeddedAcker {
-    fn take(&self) -> Result<(Arc<Queue>, Entry), BrokerError> {
-        let queue = self
-            .queue
-            .upgrade()
-            .ok_or_else(|| BrokerError::Settled("the subscription is closed".into()))?;
+    /// The queue, or `None` when it is gone: only a broadcast queue goes
+    /// away, once its subscription is closed, and with it every message it
+    /// held — nothing is redelivered.
+    fn take(&self) -> Result<Option<(Arc<Queue>, Entry)>, BrokerError> {
+        let Some(queue) = self.queue.upgrade() else {
+            return Ok(None);
+        };
         let entry = lock(&queue).inflight.remove(&self.tag).map(|(_, e)| e);
         match entry {
-            Some(entry) => Ok((queue, entry)),
+            Some(entry) => Ok(Some((queue, entry))),
             None => Err(BrokerError::Settled(format!(
-                "delivery {} is no longer in flight (its ack deadline passed)",
+                "delivery {} is no longer in flight (its ack deadline passed): \
+                 the broker redelivers it",
                 self.tag
             ))),
         }
@@ -478,7 +481,10 @@ impl EmbeddedAcker {
 #[async_trait]
 impl Acker for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        let (queue, entry) = self.take()?;
+        // A closed broadcast subscription: nothing is left to acknowledge.
+        let Some((queue, entry)) = self.take()? else {
+            return Ok(());
+        };
         if let Some((store, id)) = &queue.stored {
             store.remove(entry_key(*id, entry.seq));
         }
@@ -486,7 +492,28 @@ impl Acker for EmbeddedAcker {
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
-        let (queue, mut entry) = self.take()?;
+        self.give_back(delay, true)
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), BrokerError> {
+        self.give_back(Duration::ZERO, false)
+    }
+}
+
+impl EmbeddedAcker {
+    /// Makes the entry available again after `delay`, counting an attempt
+    /// when `counted`.
+    fn give_back(&self, delay: Duration, counted: bool) -> Result<(), BrokerError> {
+        let Some((queue, mut entry)) = self.take()? else {
+            return Err(BrokerError::Settled(
+                "the subscription is closed: the message is not redelivered".into(),
+            ));
+        };
+        if !counted {
+            lock(&queue).ready.push_front(entry);
+            queue.notify.notify_waiters();
+            return Ok(());
+        }
         entry.attempt += 1;
         if let Some((store, id)) = &queue.stored {
             store.put(
@@ -612,6 +639,29 @@ mod tests {
         b.publish(vec![Message::new("t", "x")]).await.unwrap();
         assert!(s.next().await.is_none());
         assert_eq!(b.unsettled(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn settling_after_a_broadcast_subscription_closed_says_what_happens() {
+        let b = EmbeddedBroker::new();
+        let mut s = b
+            .subscribe(SubscriptionSpec::broadcast(pat("t")))
+            .await
+            .unwrap();
+        b.publish(vec![Message::new("t", "1"), Message::new("t", "2")])
+            .await
+            .unwrap();
+        let d1 = next(&mut s).await;
+        let d2 = next(&mut s).await;
+        s.close().await.unwrap();
+        drop(s);
+        // The queue is gone: an ack has nothing to do, a nack cannot redeliver.
+        d1.acker.ack().await.unwrap();
+        let e = d2.acker.nack(Duration::ZERO).await.unwrap_err();
+        assert!(
+            matches!(&e, BrokerError::Settled(why) if why.contains("not redelivered")),
+            "{e}"
+        );
     }
 
     #[tokio::test]
