@@ -11,6 +11,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("FLAKY", "flaky"),
     ("PROBE", "probe"),
     ("NOOP", "noop"),
+    ("SCRIPTED", "scripted"),
+    ("MISTYPED", "mistyped"),
 ];
 
 fn main() {

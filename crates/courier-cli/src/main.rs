@@ -29,7 +29,8 @@ enum Command {
     Publish(tools::PublishArgs),
     /// Print the messages of a channel of a configured broker.
     Subscribe(tools::SubscribeArgs),
-    /// Check that a file is a component exporting the messaging guest interface.
+    /// Check that a file is a guest Courier can run: a component exporting the
+    /// messaging guest interface that instantiates under its configured limits.
     Check {
         /// The component file.
         component: PathBuf,
@@ -60,7 +61,9 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => block_on(Box::pin(run::run(args))),
         Command::Publish(args) => block_on(Box::pin(tools::publish(args))),
         Command::Subscribe(args) => block_on(Box::pin(tools::subscribe(args))),
-        Command::Check { component, config } => check::check(&component, config.as_deref()),
+        Command::Check { component, config } => {
+            block_on(Box::pin(check::check(&component, config.as_deref())))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

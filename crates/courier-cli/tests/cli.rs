@@ -126,6 +126,43 @@ fn check_accepts_a_guest_and_explains_what_is_not_one() {
     assert!(text(&out.stderr).contains("cannot read"));
 }
 
+/// A component with the right names but a `handler` of the wrong type, and
+/// a guest whose memory limit is below what it needs: `check` (with the
+/// config's limits) and `run` refuse them with the reason, and `run` takes
+/// no message.
+#[test]
+fn check_and_run_refuse_a_guest_that_cannot_run() {
+    let out = courier(&["check", test_programs::MISTYPED], "");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot run"), "{stderr}");
+    let out = courier(&["run", test_programs::MISTYPED, "--stdin", "in"], "x\n");
+    assert!(!out.status.success(), "run must fail, not drop messages");
+    assert!(text(&out.stderr).contains("cannot run"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(&config, "[guests.uppercase]\nmemory-limit-mib = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = courier(&["check", test_programs::UPPERCASE, "--config", config], "");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("memory-limit-mib = 1"), "{stderr}");
+    let out = courier(
+        &[
+            "run",
+            test_programs::UPPERCASE,
+            "-c",
+            config,
+            "--stdin",
+            "in",
+        ],
+        "x\n",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot run"));
+}
+
 #[test]
 fn check_and_run_explain_a_truncated_component() {
     let good = std::fs::read(test_programs::UPPERCASE).unwrap();

@@ -300,6 +300,10 @@ pub struct GuestConfig {
     pub mode: DeliveryMode,
     /// Group name for point-to-point (default: the guest's name).
     pub group: Option<String>,
+    /// Other point-to-point groups the guest may join through
+    /// `update-guest-configuration` (a group is its guest's own otherwise).
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
     /// Instances handling batches at once.
     #[serde(default = "one")]
     pub concurrency: usize,
@@ -565,6 +569,15 @@ fn validate_guest(
                 ));
             }
         }
+    }
+    if g.group.as_deref() == Some("") {
+        return Err(invalid(key("group"), "must not be empty"));
+    }
+    if g.allow_groups.iter().any(String::is_empty) {
+        return Err(invalid(
+            key("allow-groups"),
+            "a group name must not be empty",
+        ));
     }
     if let Some(dl) = &g.dead_letter {
         Pattern::parse_literal(dl).map_err(|e| invalid(key("dead-letter"), e.to_string()))?;

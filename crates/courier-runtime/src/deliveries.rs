@@ -2,10 +2,11 @@
 //!
 //! Each message handed to a guest gets an id, unique in the host, that goes to
 //! the guest in its metadata (`courier-delivery-id`). `complete-message` and
-//! `abandon-message` find the delivery by that id — or, when the guest hands
-//! back a message without one, by an exact match among this guest's in-flight
-//! messages. One tracker serves one guest, so a guest can never settle
-//! another guest's deliveries: their ids are not in its tracker.
+//! `abandon-message` find the delivery by that id alone — or, only when the
+//! guest hands back a message with no id at all, by an exact match among the
+//! deliveries of the handler call it is in. One tracker serves one guest, so
+//! a guest can never settle another guest's deliveries: their ids are not in
+//! its tracker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ pub struct InFlight {
     pub attempt: u32,
     /// The subscription it came from.
     pub source: Arc<Source>,
-    /// When it was handed to the guest.
-    pub acquired: Instant,
+    /// Since when the guest holds it outside a handler call (manual acks):
+    /// its ack deadline counts from then. `None` while a call has it.
+    pub waiting_since: Option<Instant>,
 }
 
 /// One guest's in-flight deliveries.
@@ -103,25 +105,28 @@ impl Tracker {
         taken
     }
 
-    /// Removes and returns the delivery a guest's message refers to: by its
-    /// delivery id, else by an exact match of topic, payload, content type
-    /// and reply-to.
-    pub fn take_for(&self, m: &Message) -> Option<InFlight> {
+    /// Removes and returns the delivery a guest's message refers to.
+    ///
+    /// A message that carries a delivery id is found by that id alone: an id
+    /// that is not in flight (settled already, expired, another guest's,
+    /// forged) finds nothing, so a second `complete-message` can never
+    /// settle a batch-mate that looks the same. Only a message with no
+    /// delivery id at all is matched by content (topic, payload, content
+    /// type, reply-to), and only among `scope`: the deliveries of the call
+    /// the guest is in, never one still to be handled by another call.
+    pub fn take_for(&self, m: &Message, scope: &[u64]) -> Option<InFlight> {
         let mut inflight = self.lock();
-        if let Some(n) = m.meta(DELIVERY_ID_KEY).and_then(|id| self.number(id))
-            && let Some(found) = inflight.remove(&n)
-        {
-            return Some(found);
+        if let Some(id) = m.meta(DELIVERY_ID_KEY) {
+            return inflight.remove(&self.number(id)?);
         }
-        let n = inflight
-            .iter()
-            .find(|(_, f)| {
+        let n = scope.iter().copied().find(|n| {
+            inflight.get(n).is_some_and(|f| {
                 f.message.topic == m.topic
                     && f.message.data == m.data
                     && f.message.content_type == m.content_type
                     && f.message.reply_to == m.reply_to
             })
-            .map(|(n, _)| *n)?;
+        })?;
         inflight.remove(&n)
     }
 
@@ -135,13 +140,30 @@ impl Tracker {
         self.len() == 0
     }
 
-    /// Forgets deliveries acquired before `before`: their ack deadline has
-    /// passed and the broker redelivers them.
-    pub fn expire(&self, before: Instant) -> usize {
+    /// Starts the ack deadline of those of `ns` still held: their handler
+    /// call returned without settling them.
+    pub fn start_waiting(&self, ns: &[u64], now: Instant) {
         let mut inflight = self.lock();
-        let n = inflight.len();
-        inflight.retain(|_, f| f.acquired >= before);
-        n - inflight.len()
+        for n in ns {
+            if let Some(f) = inflight.get_mut(n) {
+                f.waiting_since = Some(now);
+            }
+        }
+    }
+
+    /// Removes and returns the deliveries that have waited since before
+    /// `before`: their ack deadline has passed, and the caller rejects them.
+    /// Deliveries in a running handler call never expire.
+    pub fn expire(&self, before: Instant) -> Vec<InFlight> {
+        let mut inflight = self.lock();
+        let due: Vec<u64> = inflight
+            .iter()
+            .filter(|(_, f)| f.waiting_since.is_some_and(|t| t < before))
+            .map(|(n, _)| *n)
+            .collect();
+        due.into_iter()
+            .filter_map(|n| inflight.remove(&n))
+            .collect()
     }
 }
 
@@ -175,5 +197,55 @@ mod tests {
         assert_eq!(t.number(&other.id(1)), None);
         assert_eq!(t.number("forged-123"), None);
         assert_eq!(t.number(&format!("{}-x", t.prefix)), None);
+    }
+
+    struct NoAck;
+
+    #[async_trait::async_trait]
+    impl Acker for NoAck {
+        async fn ack(self: Box<Self>) -> Result<(), courier_broker::BrokerError> {
+            Ok(())
+        }
+        async fn nack(
+            self: Box<Self>,
+            _: std::time::Duration,
+        ) -> Result<(), courier_broker::BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn held(m: Message) -> InFlight {
+        InFlight {
+            acker: Box::new(NoAck),
+            message: m,
+            attempt: 1,
+            source: Arc::new(Source {
+                backend: Arc::new(courier_broker::EmbeddedBroker::new()),
+            }),
+            waiting_since: None,
+        }
+    }
+
+    #[test]
+    fn a_settled_id_never_falls_back_to_a_look_alike() {
+        let t = Tracker::new();
+        let first = t.reserve(2);
+        let same = Message::new("t", "x");
+        t.insert_all([(first, held(same.clone())), (first + 1, held(same.clone()))]);
+        let mut by_id = same.clone();
+        by_id.set_meta(DELIVERY_ID_KEY, t.id(first));
+        let scope = [first, first + 1];
+        assert!(t.take_for(&by_id, &scope).is_some());
+        assert!(
+            t.take_for(&by_id, &scope).is_none(),
+            "a second settle by the same id must find nothing"
+        );
+        by_id.set_meta(DELIVERY_ID_KEY, "forged-1");
+        assert!(t.take_for(&by_id, &scope).is_none());
+        assert_eq!(t.len(), 1, "the look-alike batch-mate is still held");
+        // Without an id: by content, and only within the call's scope.
+        assert!(t.take_for(&same, &[]).is_none());
+        assert!(t.take_for(&same, &scope).is_some());
+        assert!(t.is_empty());
     }
 }

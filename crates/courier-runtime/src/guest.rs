@@ -1,151 +1,52 @@
-//! One guest at run time: its subscriptions, its instance pool, and what
-//! happens to each delivery.
+//! One guest at run time: its subscriptions, its workers, and what happens
+//! to each delivery.
 //!
-//! Subscriptions pump deliveries into one bounded queue per guest; `concurrency`
-//! workers take batches from it (up to `batch-size`, waiting at most
-//! `batch-linger-ms` to fill one) and call `handler` on an instance of their
-//! own, reused from batch to batch. After the call, unsettled messages are
-//! accepted (`ok`, auto-ack) or rejected (`err`, trap, deadline). A rejected
-//! message is redelivered with backoff until `max-attempts`, then published to
-//! the dead-letter channel with its original topic, attempts and last error.
-//! A trap or deadline throws the instance away; the next batch gets a new one.
+//! Subscriptions pump deliveries ([`crate::pump`]) into one bounded queue per
+//! guest; `concurrency` workers take batches from it (up to `batch-size`,
+//! waiting at most `batch-linger-ms` to fill one) and call `handler` on an
+//! instance of their own ([`crate::instance`]), reused from batch to batch.
+//!
+//! After a call, unsettled messages are accepted (`ok`, auto-ack) or rejected
+//! (`err`, trap, deadline). A failure is charged only to a message that was
+//! alone in its call: when a call of several messages fails, each of its
+//! unsettled messages is handed to the guest again, alone and at the same
+//! attempt, so that a batch-mate's failure costs no one an attempt. A charged
+//! failure redelivers the message with backoff until `max-attempts`, then it
+//! is published to the dead-letter channel with its original topic, attempts
+//! and last error. With `ack = "manual"`, a message still unsettled
+//! `ack-wait-ms` after it was handed over is a charged failure too. A trap or
+//! deadline throws the instance away; the next call gets a new one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use courier_broker::message::{
     ATTEMPT_KEY, ATTEMPTS_KEY, DELIVERY_ID_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY,
 };
-use courier_broker::{Delivery, Message, Mode, Pattern, Subscription, SubscriptionSpec};
-use courier_wasi_messaging::bindings::{Messaging, MessagingPre};
-use courier_wasi_messaging::error::describe;
+use courier_broker::{BrokerError, Delivery, Message, Mode, Pattern, SubscriptionSpec};
+use courier_wasi_messaging::bindings::MessagingPre;
 use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx};
 use futures::FutureExt;
 use futures::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::Engine;
 
 use crate::clients::ClientPool;
 use crate::config::{AckMode, DeliveryMode, GuestConfig};
 use crate::deliveries::{InFlight, Source, Tracker};
-use crate::engine::ticks;
-use crate::state::{GuestLog, GuestState};
+use crate::instance::{CallScope, HandlerFailure, Instance};
+use crate::pump::{Inbound, pump};
+use crate::state::GuestState;
+use crate::stats::{Stat, Stats, StatsSnapshot};
 
 /// Extension keys the dispatcher handles itself, for every backend.
 pub const COMMON_EXTENSIONS: &[&str] = &["mode", "group", "queue-group", "ack-wait-ms", "client"];
-
-/// Extra time a handler blocked in a host call gets beyond its deadline
-/// before it is abandoned (wasm code itself is stopped by the epoch).
-const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
-
-/// A delivery on its way to a worker.
-struct Inbound {
-    delivery: Delivery,
-    source: Arc<Source>,
-}
-
-/// Counters of one guest, for the progress line, tests and `/metrics`.
-#[derive(Debug)]
-pub struct Stats {
-    /// Messages handed to `handler`.
-    pub delivered: AtomicU64,
-    /// Messages accepted (complete-message or auto-ack).
-    pub accepted: AtomicU64,
-    /// Messages rejected and redelivered later.
-    pub redelivered: AtomicU64,
-    /// Messages published to the dead-letter channel, or dropped without one.
-    pub dead_lettered: AtomicU64,
-    /// Handler calls that trapped or ran past their deadline.
-    pub traps: AtomicU64,
-    /// Handler calls that returned `err`.
-    pub errors: AtomicU64,
-    /// The same counters in the metrics registry, labelled with the guest.
-    metrics: [metrics::Counter; 6],
-}
-
-/// One of the counters of [`Stats`].
-#[derive(Debug, Clone, Copy)]
-enum Stat {
-    Delivered,
-    Accepted,
-    Redelivered,
-    DeadLettered,
-    Traps,
-    Errors,
-}
-
-/// A snapshot of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    /// See [`Stats::delivered`].
-    pub delivered: u64,
-    /// See [`Stats::accepted`].
-    pub accepted: u64,
-    /// See [`Stats::redelivered`].
-    pub redelivered: u64,
-    /// See [`Stats::dead_lettered`].
-    pub dead_lettered: u64,
-    /// See [`Stats::traps`].
-    pub traps: u64,
-    /// See [`Stats::errors`].
-    pub errors: u64,
-}
-
-impl Stats {
-    /// Zeroed counters, registered with the metrics recorder as the guest's.
-    fn new(guest: &str) -> Self {
-        let counter = |name: &'static str| metrics::counter!(name, "guest" => guest.to_string());
-        Self {
-            delivered: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            redelivered: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            traps: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            metrics: [
-                counter("courier_messages_delivered_total"),
-                counter("courier_messages_accepted_total"),
-                counter("courier_messages_redelivered_total"),
-                counter("courier_messages_dead_lettered_total"),
-                counter("courier_handler_traps_total"),
-                counter("courier_handler_errors_total"),
-            ],
-        }
-    }
-
-    fn add(&self, stat: Stat, n: u64) {
-        let counter = match stat {
-            Stat::Delivered => &self.delivered,
-            Stat::Accepted => &self.accepted,
-            Stat::Redelivered => &self.redelivered,
-            Stat::DeadLettered => &self.dead_lettered,
-            Stat::Traps => &self.traps,
-            Stat::Errors => &self.errors,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
-        self.metrics[stat as usize].increment(n);
-    }
-
-    /// Reads all counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            delivered: r(&self.delivered),
-            accepted: r(&self.accepted),
-            redelivered: r(&self.redelivered),
-            dead_lettered: r(&self.dead_lettered),
-            traps: r(&self.traps),
-            errors: r(&self.errors),
-        }
-    }
-}
 
 /// How one subscription is made; equal settings mean the subscription can stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,12 +71,6 @@ impl ActiveSub {
         let _ = self.stop.send(false);
         let _ = self.task.await;
     }
-}
-
-/// One instance of the guest and its store.
-struct Instance {
-    store: Store<GuestState>,
-    bindings: Messaging,
 }
 
 /// An idle instance of a guest, made as a worker makes one (benchmarks
@@ -204,6 +99,9 @@ pub struct GuestRuntime {
     /// Set once every worker has stopped, at shutdown.
     workers_done: watch::Sender<bool>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The instance made at start to prove the guest can run, for the
+    /// first worker to use.
+    first_instance: std::sync::Mutex<Option<Instance>>,
 }
 
 impl GuestRuntime {
@@ -233,6 +131,7 @@ impl GuestRuntime {
             shutdown: watch::channel(false).0,
             workers_done: watch::channel(false).0,
             workers: std::sync::Mutex::new(Vec::new()),
+            first_instance: std::sync::Mutex::new(None),
         })
     }
 
@@ -272,8 +171,35 @@ impl GuestRuntime {
             && (self.config.ack == AckMode::Manual || self.tracker.is_empty())
     }
 
-    /// Subscribes to the configured channels and starts the workers.
+    /// Instantiates the guest once, with its configured limits, before it
+    /// takes any message: a guest that cannot run (an export of the wrong
+    /// type, a memory limit below what it needs) fails here, with the
+    /// reason, instead of failing every batch.
+    pub(crate) async fn prepare(self: &Arc<Self>) -> anyhow::Result<()> {
+        let instance = self.instantiate().await.with_context(|| {
+            format!(
+                "guest `{}` cannot run (memory-limit-mib = {})",
+                self.name, self.config.memory_limit_mib
+            )
+        })?;
+        *self
+            .first_instance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(instance);
+        Ok(())
+    }
+
+    /// Subscribes to the configured channels and starts the workers
+    /// ([`GuestRuntime::prepare`] first, if it has not run).
     pub(crate) async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self
+            .first_instance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            self.prepare().await?;
+        }
         let channels = self
             .config
             .subscribe
@@ -369,6 +295,9 @@ impl GuestRuntime {
                 "client `{client}` is not granted to this guest"
             )));
         }
+        if mode == DeliveryMode::PointToPoint {
+            self.may_join(&group)?;
+        }
         let backend = self.clients.get(&client).await?;
         let known = backend.option_keys();
         if let Some(k) = rest.keys().find(|k| !known.contains(&k.as_str())) {
@@ -389,6 +318,24 @@ impl GuestRuntime {
             ack_wait,
             options: rest,
         })
+    }
+
+    /// Point-to-point groups belong to the guests configured for them: a
+    /// guest may join its own group and the groups of its `allow-groups`,
+    /// and no other (it would take messages meant for another guest).
+    fn may_join(&self, group: &str) -> Result<(), MessagingError> {
+        let own = self.config.group_or(&self.name);
+        if group == own || self.config.allow_groups.iter().any(|g| g == group) {
+            return Ok(());
+        }
+        Err(MessagingError::Unauthorized(format!(
+            "group `{group}` is not this guest's: it may join `{own}`{}",
+            if self.config.allow_groups.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", self.config.allow_groups.join(", "))
+            }
+        )))
     }
 
     /// Replaces the subscription set with `channels`, all or nothing.
@@ -445,7 +392,7 @@ impl GuestRuntime {
         let spec = SubscriptionSpec {
             pattern,
             mode: settings.mode.clone(),
-            ack_wait: settings.ack_wait,
+            ack_wait: broker_ack_wait(settings.ack_wait, self.config.handler_timeout()),
             // The guest's queue plus the batches its workers hold.
             prefetch: 2 * self.config.batch_size * self.config.concurrency,
             options: settings.options.clone(),
@@ -472,7 +419,11 @@ impl GuestRuntime {
     // ---- workers ------------------------------------------------------------
 
     async fn worker(self: Arc<Self>) {
-        let mut instance: Option<Instance> = None;
+        let mut instance: Option<Instance> = self
+            .first_instance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let mut carry = None;
         while let Some(batch) = self.next_batch(&mut carry).await {
             self.handle(&mut instance, batch).await;
@@ -527,202 +478,245 @@ impl GuestRuntime {
         Some(batch)
     }
 
+    /// Handles one batch: admits its deliveries, calls the guest, and
+    /// settles what the guest left, retrying a failed call's messages alone.
     async fn handle(self: &Arc<Self>, instance: &mut Option<Instance>, batch: Vec<Inbound>) {
-        let first = self.tracker.reserve(batch.len());
-        let mut held_all = Vec::with_capacity(batch.len());
-        let mut messages = Vec::with_capacity(batch.len());
-        for (n, Inbound { delivery, source }) in (first..).zip(batch) {
-            let Delivery {
-                mut message,
-                attempt,
-                acker,
-            } = delivery;
-            // Delivery keys are Courier's own: never trust them from the wire.
-            message.remove_meta(DELIVERY_ID_KEY);
-            message.remove_meta(ATTEMPT_KEY);
-            let held = InFlight {
-                acker,
-                message,
-                attempt,
-                source,
-                acquired: Instant::now(),
-            };
-            if held.message.data.len() > self.config.max_message_bytes {
-                let reason = format!(
-                    "message has {} bytes, more than max-message-bytes ({})",
-                    held.message.data.len(),
-                    self.config.max_message_bytes
-                );
-                self.dead_letter(held, reason).await;
-                continue;
+        let mut held = Vec::with_capacity(batch.len());
+        for Inbound { delivery, source } in batch {
+            if let Some(f) = self.admit(delivery, source).await {
+                held.push(f);
             }
-            messages.push(to_wit_delivery(&held.message, self.tracker.id(n), attempt));
-            held_all.push((n, held));
         }
-        if messages.is_empty() {
+        if held.len() <= 1 {
+            if let Some((failure, unsettled)) = self.call(instance, held).await {
+                self.reject_all(unsettled, &failure).await;
+            }
             return;
         }
-        let numbers: Vec<u64> = held_all.iter().map(|(n, _)| *n).collect();
-        self.tracker.insert_all(held_all);
+        // A failed call of several messages charges none of them: each one
+        // it left unsettled is handed over again alone, at the same attempt,
+        // and only a failure of its own counts.
+        let Some((failure, unsettled)) = self.call(instance, held).await else {
+            return;
+        };
+        tracing::debug!(guest = %self.name, messages = unsettled.len(), "{failure}; retrying each unsettled message alone");
+        for f in unsettled {
+            if let Some((failure, left)) = self.call(instance, vec![f]).await {
+                self.reject_all(left, &failure).await;
+            }
+        }
+    }
+
+    /// Takes a delivery in: Courier's delivery keys stripped, and refused
+    /// (dead-lettered) when it is too large or already had its attempts.
+    async fn admit(&self, delivery: Delivery, source: Arc<Source>) -> Option<InFlight> {
+        let Delivery {
+            mut message,
+            attempt,
+            acker,
+        } = delivery;
+        // Delivery keys are Courier's own: never trust them from the wire.
+        message.remove_meta(DELIVERY_ID_KEY);
+        message.remove_meta(ATTEMPT_KEY);
+        let held = InFlight {
+            acker,
+            message,
+            attempt,
+            source,
+            waiting_since: None,
+        };
+        let max = self.config.max_attempts;
+        if held.message.data.len() > self.config.max_message_bytes {
+            let reason = format!(
+                "message has {} bytes, more than max-message-bytes ({})",
+                held.message.data.len(),
+                self.config.max_message_bytes
+            );
+            self.dead_letter(held, reason, attempt).await;
+            return None;
+        }
+        // The broker redelivered on its own (its ack deadline passed while
+        // no Courier was there to count): max-attempts holds all the same.
+        if attempt > max {
+            let reason =
+                format!("delivered {attempt} times without being settled (max-attempts is {max})");
+            self.dead_letter(held, reason, max).await;
+            return None;
+        }
+        Some(held)
+    }
+
+    /// One `handler` call over `held`. On `ok` the unsettled deliveries are
+    /// accepted (auto-ack) or stay held (manual); on a failure they are
+    /// returned, with the failure, for the caller to settle.
+    async fn call(
+        self: &Arc<Self>,
+        slot: &mut Option<Instance>,
+        held: Vec<InFlight>,
+    ) -> Option<(HandlerFailure, Vec<InFlight>)> {
+        if held.is_empty() {
+            return None;
+        }
+        let first = self.tracker.reserve(held.len());
+        let numbers: Vec<u64> = (first..).take(held.len()).collect();
+        let messages: Vec<_> = numbers
+            .iter()
+            .zip(&held)
+            .map(|(n, f)| to_wit_delivery(&f.message, self.tracker.id(*n), f.attempt))
+            .collect();
+        self.tracker
+            .insert_all(numbers.iter().copied().zip(held).map(|(n, mut f)| {
+                f.waiting_since = None;
+                (n, f)
+            }));
         self.stats.add(Stat::Delivered, messages.len() as u64);
-        let outcome = self.call_handler(instance, &messages).await;
+        let outcome = match self.instance(slot).await {
+            Ok(instance) => {
+                instance
+                    .call(&messages, &numbers, self.config.handler_timeout())
+                    .await
+            }
+            Err(failure) => Err(failure),
+        };
         drop(messages);
-        // What the guest did not settle itself, settled together.
-        if outcome.is_ok() && self.config.ack == AckMode::Manual {
-            return;
-        }
-        let unsettled = self.tracker.take_all(numbers);
-        match &outcome {
+        let failure = match outcome {
+            Ok(()) if self.config.ack == AckMode::Manual => {
+                self.tracker.start_waiting(&numbers, Instant::now());
+                return None;
+            }
             Ok(()) => {
-                // Acks that finish at once (the embedded broker's) are taken
-                // as they come; only the others are awaited together.
-                let mut n = 0;
-                let mut pending = Vec::new();
-                for held in unsettled {
-                    let mut ack = Box::pin(self.accept(held));
-                    match (&mut ack).now_or_never() {
-                        Some(ok) => n += usize::from(ok),
-                        None => pending.push(ack),
-                    }
-                }
-                n += join_all(pending).await.into_iter().filter(|ok| *ok).count();
-                self.stats.add(Stat::Accepted, n as u64);
+                self.accept_all(self.tracker.take_all(numbers)).await;
+                return None;
             }
-            Err(reason) => {
-                join_all(
-                    unsettled
-                        .into_iter()
-                        .map(|held| self.reject(held, reason.clone())),
-                )
-                .await;
+            Err(failure) => failure,
+        };
+        match &failure {
+            HandlerFailure::Returned(e) => {
+                self.stats.add(Stat::Errors, 1);
+                tracing::warn!(guest = %self.name, "handler returned error: {e}");
+            }
+            HandlerFailure::Instantiation(e) => {
+                tracing::error!(guest = %self.name, "cannot instantiate: {e}");
+            }
+            HandlerFailure::Trap(_) | HandlerFailure::Deadline { .. } => {
+                self.stats.add(Stat::Traps, 1);
+                tracing::warn!(guest = %self.name, "{failure}; the instance is replaced");
             }
         }
+        if failure.discards_instance() {
+            *slot = None;
+        }
+        Some((failure, self.tracker.take_all(numbers)))
+    }
+
+    /// The worker's instance, made now if it has none.
+    async fn instance<'a>(
+        self: &Arc<Self>,
+        slot: &'a mut Option<Instance>,
+    ) -> Result<&'a mut Instance, HandlerFailure> {
+        if slot.is_none() {
+            let instance = self
+                .instantiate()
+                .await
+                .map_err(|e| HandlerFailure::Instantiation(format!("{e:#}")))?;
+            *slot = Some(instance);
+        }
+        Ok(slot.as_mut().expect("filled above"))
     }
 
     async fn instantiate(self: &Arc<Self>) -> anyhow::Result<Instance> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestLog::new(self.name.clone(), "stdout"))
-            .stderr(GuestLog::new(self.name.clone(), "stderr"));
-        if self.config.inherit_env {
-            wasi.inherit_env();
-        }
-        for (k, v) in &self.config.env {
-            wasi.env(k, v);
-        }
-        let limit = usize::try_from(self.config.memory_limit_mib << 20).unwrap_or(usize::MAX);
-        let state = GuestState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            messaging: WasiMessagingCtx {
-                policy: self.policy.clone(),
-                connector: self.clients.clone(),
-                consumer: Arc::new(GuestConsumer(Arc::downgrade(self))),
-            },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limit)
-                .trap_on_grow_failure(true)
-                .build(),
+        let scope = Arc::new(CallScope::default());
+        let messaging = WasiMessagingCtx {
+            policy: self.policy.clone(),
+            connector: self.clients.clone(),
+            consumer: Arc::new(GuestConsumer {
+                guest: Arc::downgrade(self),
+                scope: scope.clone(),
+            }),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(self.config.handler_timeout()));
-        let bindings = self.pre.instantiate_async(&mut store).await?;
-        Ok(Instance { store, bindings })
-    }
-
-    /// Calls `handler`; `Err` carries the reason the batch failed. A trap or a
-    /// deadline discards the instance.
-    async fn call_handler(
-        self: &Arc<Self>,
-        slot: &mut Option<Instance>,
-        messages: &[courier_wasi_messaging::bindings::Message],
-    ) -> Result<(), String> {
-        if slot.is_none() {
-            match self.instantiate().await {
-                Ok(i) => *slot = Some(i),
-                Err(e) => {
-                    tracing::error!(guest = %self.name, "cannot instantiate: {e:#}");
-                    return Err(format!("instantiation failed: {e:#}"));
-                }
-            }
-        }
-        let Some(instance) = slot.as_mut() else {
-            unreachable!("instantiated above")
-        };
-        let deadline = self.config.handler_timeout();
-        instance.store.set_epoch_deadline(ticks(deadline));
-        let call = instance
-            .bindings
-            .wasi_messaging_guest()
-            .call_handler(&mut instance.store, messages);
-        let result = tokio::time::timeout(deadline + HOST_CALL_GRACE, call).await;
-        let failure = match result {
-            Ok(Ok(Ok(()))) => return Ok(()),
-            Ok(Ok(Err(e))) => {
-                self.stats.add(Stat::Errors, 1);
-                let e = describe(&e);
-                tracing::warn!(guest = %self.name, "handler returned error: {e}");
-                return Err(format!("handler returned error: {e}"));
-            }
-            Ok(Err(trap)) if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                format!("handler ran past its deadline of {deadline:?}")
-            }
-            Ok(Err(trap)) => {
-                tracing::debug!(guest = %self.name, "trap: {trap:?}");
-                match trap.downcast_ref::<Trap>() {
-                    Some(code) => format!("guest trapped: {code}"),
-                    None => format!("guest trapped: {}", trap.root_cause()),
-                }
-            }
-            Err(_) => {
-                format!("handler ran past its deadline of {deadline:?} (blocked in a host call)")
-            }
-        };
-        *slot = None;
-        self.stats.add(Stat::Traps, 1);
-        tracing::warn!(guest = %self.name, "{failure}; the instance is replaced");
-        Err(failure)
+        Instance::new(
+            &self.engine,
+            &self.pre,
+            &self.name,
+            &self.config,
+            messaging,
+            scope,
+        )
+        .await
     }
 
     // ---- settlement -----------------------------------------------------------
+
+    /// Accepts deliveries whose handler returned `ok`, counting those the
+    /// broker took. Acks that finish at once (the embedded broker's) are
+    /// taken as they come; only the others are awaited together.
+    async fn accept_all(&self, held: Vec<InFlight>) {
+        let mut n = 0;
+        let mut pending = Vec::new();
+        for f in held {
+            let mut ack = Box::pin(self.accept(f));
+            match (&mut ack).now_or_never() {
+                Some(ok) => n += usize::from(ok),
+                None => pending.push(ack),
+            }
+        }
+        n += join_all(pending).await.into_iter().filter(|ok| *ok).count();
+        self.stats.add(Stat::Accepted, n as u64);
+    }
 
     /// Acks; whether the broker took the ack (counting is the caller's).
     async fn accept(&self, held: InFlight) -> bool {
         match held.acker.ack().await {
             Ok(()) => true,
+            // The broker's own words say what becomes of it.
+            Err(e @ BrokerError::Settled(_)) => {
+                tracing::warn!(guest = %self.name, topic = %held.message.topic, "not acknowledged: {e}");
+                false
+            }
             Err(e) => {
-                tracing::warn!(guest = %self.name, topic = %held.message.topic, "ack failed, the broker will redeliver: {e}");
+                tracing::warn!(guest = %self.name, topic = %held.message.topic, "ack failed, the broker will redeliver after its ack deadline: {e}");
                 false
             }
         }
     }
 
-    /// Redelivers with backoff, or dead-letters after `max-attempts`.
+    /// Charges each of `held` with `failure` (see [`GuestRuntime::reject`]).
+    async fn reject_all(&self, held: Vec<InFlight>, failure: &HandlerFailure) {
+        let reason = failure.to_string();
+        join_all(held.into_iter().map(|f| self.reject(f, reason.clone()))).await;
+    }
+
+    /// A failure of the message's own: redelivered with backoff, or
+    /// dead-lettered once it has failed `max-attempts` times.
     async fn reject(&self, held: InFlight, reason: String) {
         if held.attempt >= self.config.max_attempts {
-            return self.dead_letter(held, reason).await;
+            let attempts = held.attempt;
+            return self.dead_letter(held, reason, attempts).await;
         }
         let delay = self.config.backoff(held.attempt);
         tracing::debug!(guest = %self.name, topic = %held.message.topic, attempt = held.attempt, ?delay, "redelivering: {reason}");
         match held.acker.nack(delay).await {
             Ok(()) => self.stats.add(Stat::Redelivered, 1),
+            Err(e @ BrokerError::Settled(_)) => {
+                tracing::warn!(guest = %self.name, "not redelivered by Courier: {e}")
+            }
             Err(e) => {
                 tracing::warn!(guest = %self.name, "nack failed, the broker will redeliver after its ack deadline: {e}")
             }
         }
     }
 
-    async fn dead_letter(&self, held: InFlight, reason: String) {
+    /// Publishes the message to the dead-letter channel with `attempts`
+    /// and `reason` (or drops it, logged, without one), then settles it.
+    async fn dead_letter(&self, held: InFlight, reason: String, attempts: u32) {
         let InFlight {
             acker,
             message,
-            attempt,
             source,
             ..
         } = held;
         let Some(channel) = &self.config.dead_letter else {
-            tracing::warn!(guest = %self.name, topic = %message.topic, attempts = attempt, "dropping message (no dead-letter channel): {reason}");
+            tracing::warn!(guest = %self.name, topic = %message.topic, attempts, "dropping message (no dead-letter channel): {reason}");
             self.stats.add(Stat::DeadLettered, 1);
             if let Err(e) = acker.term().await {
                 tracing::warn!(guest = %self.name, "settling the dropped message failed: {e}");
@@ -731,12 +725,12 @@ impl GuestRuntime {
         };
         let mut letter = message;
         letter.set_meta(ORIGINAL_TOPIC_KEY, letter.topic.clone());
-        letter.set_meta(ATTEMPTS_KEY, attempt.to_string());
+        letter.set_meta(ATTEMPTS_KEY, attempts.to_string());
         letter.set_meta(LAST_ERROR_KEY, one_line(&reason));
         letter.topic = channel.clone();
         match source.backend.publish(vec![letter]).await {
             Ok(()) => {
-                tracing::warn!(guest = %self.name, dead_letter = %channel, attempts = attempt, "dead-lettered: {reason}");
+                tracing::warn!(guest = %self.name, dead_letter = %channel, attempts, "dead-lettered: {reason}");
                 self.stats.add(Stat::DeadLettered, 1);
                 if let Err(e) = acker.term().await {
                     tracing::warn!(guest = %self.name, "settling the dead-lettered message failed: {e}");
@@ -744,27 +738,42 @@ impl GuestRuntime {
             }
             Err(e) => {
                 tracing::error!(guest = %self.name, dead_letter = %channel, "cannot publish dead letter, keeping the message: {e}");
-                let _ = acker.nack(self.config.backoff(attempt)).await;
+                let _ = acker.nack(self.config.backoff(attempts)).await;
             }
         }
     }
 
+    /// With manual acks: a delivery still unsettled `ack-wait-ms` after its
+    /// handler call returned has failed, and is charged like any failure.
     async fn expire_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
         let wait = self.config.ack_wait();
+        let every = (wait / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            if let Some(before) = Instant::now().checked_sub(wait) {
-                let n = self.tracker.expire(before);
-                if n > 0 {
-                    tracing::debug!(guest = %self.name, "{n} unsettled deliveries passed their ack deadline");
-                }
+            let Some(before) = Instant::now().checked_sub(wait) else {
+                continue;
+            };
+            let expired = self.tracker.expire(before);
+            if expired.is_empty() {
+                continue;
             }
+            tracing::debug!(guest = %self.name, "{} unsettled deliveries passed their ack deadline", expired.len());
+            let reason = format!("not settled within ack-wait-ms ({} ms)", wait.as_millis());
+            join_all(expired.into_iter().map(|f| self.reject(f, reason.clone()))).await;
         }
     }
+}
+
+/// The ack deadline given to the broker: later than Courier's own (which
+/// counts from the end of the handler call), so that Courier, which counts
+/// the attempt, acts first while it runs; the broker's deadline takes over
+/// only when no Courier is there (a crash).
+fn broker_ack_wait(ack_wait: Duration, handler_timeout: Duration) -> Duration {
+    handler_timeout + ack_wait + (ack_wait / 2).max(Duration::from_secs(1))
 }
 
 /// The message as the guest gets it: Courier's delivery id and attempt added
@@ -787,90 +796,26 @@ fn to_wit_delivery(
     }
 }
 
-/// The most deliveries a pump takes from its subscription at once.
-const MAX_PUMP_BATCH: usize = 256;
-
-/// Moves deliveries from a broker subscription to the guest's queue.
-async fn pump(
-    mut sub: Box<dyn Subscription>,
-    source: Arc<Source>,
-    tx: mpsc::Sender<Inbound>,
-    queued: Arc<AtomicUsize>,
-    mut stop: oneshot::Receiver<bool>,
-    mut workers_done: watch::Receiver<bool>,
-    guest: Arc<str>,
-) {
-    let mut shutdown = false;
-    loop {
-        // Room in the guest's queue first, then a message: what the guest
-        // cannot take yet stays available in the broker for other consumers.
-        // Waiting must not block an unsubscribe: the guest may be
-        // unsubscribing from inside the handler that would make the room.
-        let permit = tokio::select! {
-            r = &mut stop => {
-                shutdown = r.unwrap_or(false);
-                break;
-            }
-            permit = tx.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        // Whatever else the queue has room for right now may come along
-        // (without holding that room while waiting: other pumps share it).
-        let room = tx.capacity().min(MAX_PUMP_BATCH);
-        tokio::select! {
-            r = &mut stop => {
-                shutdown = r.unwrap_or(false);
-                break;
-            }
-            next = sub.next_batch(1 + room) => match next {
-                Some(Ok(deliveries)) => {
-                    queued.fetch_add(deliveries.len(), Ordering::SeqCst);
-                    let mut deliveries = deliveries.into_iter();
-                    if let Some(delivery) = deliveries.next() {
-                        permit.send(Inbound { delivery, source: source.clone() });
-                    }
-                    for delivery in deliveries {
-                        let inbound = Inbound { delivery, source: source.clone() };
-                        // Another pump may have taken the room meanwhile.
-                        let sent = match tx.try_send(inbound) {
-                            Ok(()) => Ok(()),
-                            Err(mpsc::error::TrySendError::Full(inbound)) => {
-                                tx.send(inbound).await.map_err(|_| ())
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-                        };
-                        if sent.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    drop(permit);
-                    tracing::warn!(guest = %guest, "subscription error, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                None => break,
-            },
-        }
-    }
-    if shutdown {
-        let _ = workers_done.wait_for(|done| *done).await;
-    }
-    if let Err(e) = sub.close().await {
-        tracing::warn!(guest = %guest, "closing subscription: {e}");
-    }
+/// The `consumer` interface of one guest instance, as the messaging host
+/// sees it.
+struct GuestConsumer {
+    guest: Weak<GuestRuntime>,
+    /// The deliveries of the call the instance is running.
+    scope: Arc<CallScope>,
 }
-
-/// The `consumer` interface of one guest, as the messaging host sees it.
-struct GuestConsumer(Weak<GuestRuntime>);
 
 impl GuestConsumer {
     fn guest(&self) -> Result<Arc<GuestRuntime>, MessagingError> {
-        self.0
+        self.guest
             .upgrade()
             .ok_or_else(|| MessagingError::Other("the guest is shutting down".into()))
+    }
+
+    fn take(&self, guest: &GuestRuntime, message: &Message) -> Result<InFlight, MessagingError> {
+        guest
+            .tracker
+            .take_for(message, &self.scope.current())
+            .ok_or_else(not_held)
     }
 }
 
@@ -893,7 +838,7 @@ impl Consumer for GuestConsumer {
 
     async fn complete(&self, message: Message) -> Result<(), MessagingError> {
         let guest = self.guest()?;
-        let held = guest.tracker.take_for(&message).ok_or_else(not_held)?;
+        let held = self.take(&guest, &message)?;
         held.acker
             .ack()
             .await
@@ -904,7 +849,7 @@ impl Consumer for GuestConsumer {
 
     async fn abandon(&self, message: Message) -> Result<(), MessagingError> {
         let guest = self.guest()?;
-        let held = guest.tracker.take_for(&message).ok_or_else(not_held)?;
+        let held = self.take(&guest, &message)?;
         guest.reject(held, "abandoned by the guest".into()).await;
         Ok(())
     }

@@ -16,8 +16,9 @@ use wasmtime::component::{Component, Linker};
 use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
 use crate::engine::{EngineOptions, load_component, new_engine_with};
-use crate::guest::{GuestRuntime, StatsSnapshot};
+use crate::guest::GuestRuntime;
 use crate::state::GuestState;
+use crate::stats::StatsSnapshot;
 
 /// A configured host, ready to start.
 pub struct Runtime {
@@ -146,8 +147,19 @@ impl Runtime {
         })
     }
 
-    /// Subscribes every guest and starts its workers.
+    /// Instantiates every guest once with its limits: a guest that cannot
+    /// run is an error, with the reason, before any guest takes a message.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        for guest in &self.guests {
+            guest.prepare().await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every guest can run ([`Runtime::check`]), then subscribes
+    /// every guest and starts its workers.
     pub async fn start(&self) -> anyhow::Result<()> {
+        self.check().await?;
         for guest in &self.guests {
             guest.start().await?;
         }

@@ -1,0 +1,118 @@
+//! The pump: moves deliveries from one broker subscription into the guest's
+//! bounded queue, taking only what the queue has room for, and closes the
+//! subscription when told to (at shutdown, once the workers have settled).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use courier_broker::{Delivery, Subscription};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::deliveries::Source;
+
+/// A delivery on its way to a worker.
+pub(crate) struct Inbound {
+    pub(crate) delivery: Delivery,
+    pub(crate) source: Arc<Source>,
+}
+
+/// The most deliveries a pump takes from its subscription at once.
+const MAX_PUMP_BATCH: usize = 256;
+
+/// Moves deliveries from a broker subscription to the guest's queue.
+pub(crate) async fn pump(
+    mut sub: Box<dyn Subscription>,
+    source: Arc<Source>,
+    tx: mpsc::Sender<Inbound>,
+    queued: Arc<AtomicUsize>,
+    mut stop: oneshot::Receiver<bool>,
+    mut workers_done: watch::Receiver<bool>,
+    guest: Arc<str>,
+) {
+    let shutdown = loop {
+        // Room in the guest's queue first, then a message: what the guest
+        // cannot take yet stays available in the broker for other consumers.
+        // Waiting must not block an unsubscribe: the guest may be
+        // unsubscribing from inside the handler that would make the room.
+        let permit = tokio::select! {
+            r = &mut stop => break r.unwrap_or(false),
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break false,
+            },
+        };
+        // Whatever else the queue has room for right now may come along
+        // (without holding that room while waiting: other pumps share it).
+        let room = tx.capacity().min(MAX_PUMP_BATCH);
+        let deliveries = tokio::select! {
+            r = &mut stop => break r.unwrap_or(false),
+            next = sub.next_batch(1 + room) => match next {
+                Some(Ok(deliveries)) => deliveries,
+                Some(Err(e)) => {
+                    drop(permit);
+                    tracing::warn!(guest = %guest, "subscription error, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => break false,
+            },
+        };
+        let mut deliveries = deliveries.into_iter().map(|delivery| Inbound {
+            delivery,
+            source: source.clone(),
+        });
+        if let Some(first) = deliveries.next() {
+            queued.fetch_add(1, Ordering::SeqCst);
+            permit.send(first);
+        }
+        // Another pump may have taken the room meanwhile: wait for it, but
+        // not past a stop, and hand back whatever could not be queued.
+        let mut stopped = None;
+        for inbound in deliveries.by_ref() {
+            let permit = match tx.try_reserve() {
+                Ok(permit) => Some(permit),
+                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                    r = &mut stop => {
+                        stopped = Some(r.unwrap_or(false));
+                        None
+                    }
+                    permit = tx.reserve() => permit.ok(),
+                },
+                Err(mpsc::error::TrySendError::Closed(())) => None,
+            };
+            match permit {
+                Some(permit) => {
+                    queued.fetch_add(1, Ordering::SeqCst);
+                    permit.send(inbound);
+                }
+                None => {
+                    release(&guest, std::iter::once(inbound).chain(deliveries.by_ref())).await;
+                    break;
+                }
+            }
+        }
+        if let Some(shutdown) = stopped {
+            break shutdown;
+        }
+        if tx.is_closed() {
+            break false;
+        }
+    };
+    if shutdown {
+        let _ = workers_done.wait_for(|done| *done).await;
+    }
+    if let Err(e) = sub.close().await {
+        tracing::warn!(guest = %guest, "closing subscription: {e}");
+    }
+}
+
+/// Hands deliveries that never reached the guest back to the broker,
+/// without counting an attempt where the broker allows it.
+async fn release(guest: &str, inbound: impl Iterator<Item = Inbound>) {
+    for Inbound { delivery, .. } in inbound {
+        if let Err(e) = delivery.acker.release().await {
+            tracing::debug!(guest = %guest, "handing back an unqueued delivery: {e}");
+        }
+    }
+}
