@@ -38,6 +38,17 @@ fn run(m: &Message, cmd: &str) -> Result<Option<String>, Error> {
                 .and_then(|c| producer::send(c, word(arg(2)), &[message(arg(4), arg(3))]));
             outcome(r)
         }
+        "send-meta" => {
+            let mut m = message(word(arg(1)), "meta");
+            m.metadata = Some(
+                arg(2)
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            outcome(send(word(arg(1)), vec![m]))
+        }
         "send-big" => {
             let bytes: usize = arg(2).parse().unwrap_or(0);
             outcome(send(word(arg(1)), vec![message("", vec![b'x'; bytes])]))
