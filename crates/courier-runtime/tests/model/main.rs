@@ -173,7 +173,7 @@ fn parse(m: &Message) -> Option<Event> {
         .iter()
         .position(|g| m.topic.ends_with(&format!(".{g}")))?;
     let text = String::from_utf8_lossy(&m.data).into_owned();
-    if m.topic.starts_with("dl.") {
+    if m.topic.starts_with("model.dl.") {
         return Some(Event::DeadLetter {
             guest,
             key: text.split_whitespace().next()?.to_string(),
@@ -278,6 +278,14 @@ impl Checker {
                         GUESTS[guest]
                     )));
                 }
+                // A dead letter follows the report of the call that failed.
+                if !self.models[guest].dead_lettered().contains(&key) {
+                    return Err(Violation(format!(
+                        "guest {}: {key} dead-lettered, the model says: {:?}",
+                        GUESTS[guest],
+                        self.models[guest].unsettled()
+                    )));
+                }
                 Ok(())
             }
         }
@@ -354,7 +362,7 @@ fn config(case: &Case, cache: &std::path::Path) -> String {
             [guests.{g}]
             component = "{component}"
             subscribe = ["{g}.in"]
-            allow-publish = ["log.{g}"]
+            allow-publish = ["model.log.{g}"]
             mode = "point-to-point"
             batch-size = {batch}
             concurrency = {concurrency}
@@ -363,9 +371,9 @@ fn config(case: &Case, cache: &std::path::Path) -> String {
             max-attempts = {max}
             backoff-ms = 5
             backoff-max-ms = 20
-            dead-letter = "dl.{g}"
+            dead-letter = "model.dl.{g}"
             handler-timeout-ms = 200
-            env = {{ LOG = "log.{g}", CHANNELS = "{g}.in" }}
+            env = {{ LOG = "model.log.{g}", CHANNELS = "{g}.in" }}
             "#,
             component = test_programs::SCRIPTED,
             batch = case.batch_size,
@@ -391,22 +399,19 @@ async fn watch(runtime: &Runtime, pattern: &str) -> Box<dyn Subscription> {
 async fn run_case(case: &Case, cache: &std::path::Path, tally: &Tally) -> Result<(), Violation> {
     let config = Config::from_toml(&config(case, cache)).expect("valid config");
     let runtime = Runtime::new(config).expect("runtime");
-    // Reports and dead letters, in the order they were published.
+    // Reports and dead letters, through one queue: in the order they were
+    // published.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut collectors = Vec::new();
-    for pattern in ["log.*", "dl.*"] {
-        let mut sub = watch(&runtime, pattern).await;
-        let tx = tx.clone();
-        collectors.push(tokio::spawn(async move {
-            while let Some(Ok(d)) = sub.next().await {
-                let m = d.message.clone();
-                let _ = d.acker.ack().await;
-                if tx.send(m).is_err() {
-                    break;
-                }
+    let mut sub = watch(&runtime, "model.>").await;
+    let collector = tokio::spawn(async move {
+        while let Some(Ok(d)) = sub.next().await {
+            let m = d.message.clone();
+            let _ = d.acker.ack().await;
+            if tx.send(m).is_err() {
+                break;
             }
-        }));
-    }
+        }
+    });
     runtime.start().await.expect("start");
     let broker = runtime.clients().embedded().clone();
     let mut checker = Checker::new(case.max_attempts, case.manual);
@@ -443,7 +448,7 @@ async fn run_case(case: &Case, cache: &std::path::Path, tally: &Tally) -> Result
                         break 'steps;
                     }
                 }
-                Ok(None) => unreachable!("the collectors hold a sender"),
+                Ok(None) => unreachable!("the collector holds the sender"),
                 Err(_) => {
                     if checker.quiet() && runtime.idle() && broker.unsettled() == Some(0) {
                         break;
@@ -465,9 +470,7 @@ async fn run_case(case: &Case, cache: &std::path::Path, tally: &Tally) -> Result
         tally.steps.fetch_add(1, Ordering::Relaxed);
     }
     runtime.stop().await;
-    for c in collectors {
-        c.abort();
-    }
+    collector.abort();
     tally.cases.fetch_add(1, Ordering::Relaxed);
     tally.calls.fetch_add(checker.calls, Ordering::Relaxed);
     result
