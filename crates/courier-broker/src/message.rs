@@ -12,6 +12,13 @@ pub const ORIGINAL_TOPIC_KEY: &str = "courier-original-topic";
 pub const ATTEMPTS_KEY: &str = "courier-attempts";
 /// Dead letters: the last error (guest error, trap, timeout, or abandon).
 pub const LAST_ERROR_KEY: &str = "courier-last-error";
+/// Metadata key that carries the broker's native correlation id (AMQP
+/// `correlation_id`, MQTT 5 correlation data) on every backend; on brokers
+/// without a native field it is an ordinary header.
+pub const CORRELATION_ID_KEY: &str = "correlation-id";
+/// Metadata key with MQTT 5 correlation data that is not a UTF-8 string,
+/// hex-encoded (lowercase), so that the mapping stays lossless.
+pub const CORRELATION_HEX_KEY: &str = "correlation-id-hex";
 
 /// A message as it travels through a broker.
 ///
