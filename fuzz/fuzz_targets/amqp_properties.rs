@@ -1,8 +1,9 @@
 //! AMQP: message → basic properties → their bytes on the wire → properties →
 //! message. Whatever `to_properties` accepts comes back equal with metadata
 //! ordered by key (docs/backends.md: "headers; repeated keys as a field
-//! array, keys sorted"); what it refuses is exactly what AMQP cannot carry,
-//! refused with an error. Any properties bytes decode without a panic.
+//! array, keys sorted"), `correlation-id` (the `correlation_id` property)
+//! last; what it refuses is exactly what AMQP cannot carry, refused with an
+//! error. Any properties bytes decode without a panic.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -10,6 +11,7 @@ use courier_amqp::properties::{
     ATTEMPT_HEADER, MAX_SHORT_STRING, TOPIC_HEADER, from_delivery, to_properties,
 };
 use courier_broker::BrokerError;
+use courier_broker::message::CORRELATION_ID_KEY;
 use courier_fuzz::{ArbitraryMessage, sorted_by_key};
 use lapin::BasicProperties;
 use lapin::protocol::basic::{gen_properties, parse_properties};
@@ -37,6 +39,13 @@ fuzz_target!(|input: Input| {
         || m.metadata
             .iter()
             .any(|(k, _)| long(k) || k == ATTEMPT_HEADER || k == TOPIC_HEADER);
+    let (correlation, headers): (Vec<_>, Vec<_>) = m
+        .metadata
+        .iter()
+        .cloned()
+        .partition(|(k, _)| k == CORRELATION_ID_KEY);
+    // One correlation_id property, a short string.
+    let refused = refused || correlation.len() > 1 || correlation.iter().any(|(_, v)| long(v));
     match to_properties(&m, input.persistent, input.requeued) {
         Err(e) => {
             assert!(refused, "refused a message AMQP can carry: {e}\n{m:?}");
@@ -56,7 +65,8 @@ fuzz_target!(|input: Input| {
             };
             let (back, attempt) = from_delivery(routing_key, &parsed, m.data.to_vec());
             let mut expected = m.clone();
-            expected.metadata = sorted_by_key(&m.metadata);
+            expected.metadata = sorted_by_key(&headers);
+            expected.metadata.extend(correlation);
             assert_eq!(back, expected);
             assert_eq!(attempt, input.requeued);
         }

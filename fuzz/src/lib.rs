@@ -16,6 +16,8 @@ pub const SPECIAL_KEYS: &[&str] = &[
     "courier-attempt",
     "content-type",
     "reply-to",
+    "correlation-id",
+    "correlation-id-hex",
     "data",
     "meta:",
     "meta:k",
@@ -71,7 +73,17 @@ impl<'a> Arbitrary<'a> for ArbitraryMessage {
         };
         let mut metadata = Vec::new();
         for _ in 0..u.int_in_range(0..=6)? {
-            metadata.push((key(u)?, String::arbitrary(u)?));
+            let k = key(u)?;
+            // Often hex, so that the MQTT correlation data path is reached.
+            let v = if k == "correlation-id-hex" && u.ratio(3, 4)? {
+                Vec::<u8>::arbitrary(u)?
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            } else {
+                String::arbitrary(u)?
+            };
+            metadata.push((k, v));
         }
         let data = Vec::<u8>::arbitrary(u)?;
         Ok(Self(Message {

@@ -1,16 +1,21 @@
 //! Message fields ↔ AMQP basic properties.
 //!
-//! `content-type` and `reply-to` are the AMQP properties of those names;
-//! metadata entries are headers (a repeated key becomes a field array, in
-//! order). Courier keeps the delivery attempt of messages it requeues in the
-//! header `x-courier-attempt`, which is not metadata. Headers of other types,
-//! set by other clients, come back as text.
+//! `content-type` and `reply-to` are the AMQP properties of those names; the
+//! metadata entry `correlation-id` is the `correlation_id` property (it comes
+//! back after the other metadata); other metadata entries are headers (a
+//! repeated key becomes a field array, in order). Courier keeps the delivery
+//! attempt of messages it requeues in the header `x-courier-attempt`, which
+//! is not metadata. Headers of other types, set by other clients, come back
+//! as text.
 //!
 //! What AMQP cannot carry is refused by [`to_properties`] with
 //! [`BrokerError::Invalid`] naming the field: a channel (the routing key),
-//! content type, reply-to or metadata key longer than 255 bytes (AMQP short
-//! strings), and the metadata keys `x-courier-attempt` and `x-courier-topic`.
+//! content type, reply-to, metadata key or `correlation-id` value longer than
+//! 255 bytes (AMQP short strings), `correlation-id` given more than once (the
+//! property holds one value), and the metadata keys `x-courier-attempt` and
+//! `x-courier-topic`.
 
+use courier_broker::message::CORRELATION_ID_KEY;
 use courier_broker::{BrokerError, Message};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
@@ -51,6 +56,19 @@ fn check(m: &Message) -> Result<(), BrokerError> {
         }
         short_string(&format!("metadata key `{k}`"), k)?;
     }
+    let mut correlation = m.metadata.iter().filter(|(k, _)| k == CORRELATION_ID_KEY);
+    if let Some((_, id)) = correlation.next() {
+        if correlation.next().is_some() {
+            return Err(BrokerError::Invalid(format!(
+                "metadata key `{CORRELATION_ID_KEY}` is given more than once; \
+                 AMQP's correlation_id property holds one value"
+            )));
+        }
+        short_string(
+            &format!("the value of metadata key `{CORRELATION_ID_KEY}`"),
+            id,
+        )?;
+    }
     Ok(())
 }
 
@@ -68,7 +86,7 @@ pub fn to_properties(
     let mut headers = FieldTable::default();
     let mut keys: Vec<&str> = Vec::new();
     for (k, _) in &m.metadata {
-        if !keys.contains(&k.as_str()) {
+        if k != CORRELATION_ID_KEY && !keys.contains(&k.as_str()) {
             keys.push(k);
         }
     }
@@ -99,6 +117,9 @@ pub fn to_properties(
     }
     if let Some(r) = &m.reply_to {
         p = p.with_reply_to(r.as_str().into());
+    }
+    if let Some(id) = m.meta(CORRELATION_ID_KEY) {
+        p = p.with_correlation_id(id.into());
     }
     if persistent {
         p = p.with_delivery_mode(2);
@@ -158,6 +179,10 @@ pub fn from_delivery(
             }
         }
     }
+    if let Some(id) = properties.correlation_id() {
+        m.metadata
+            .push((CORRELATION_ID_KEY.to_string(), id.as_str().to_string()));
+    }
     (m, attempt)
 }
 
@@ -185,6 +210,35 @@ mod tests {
     }
 
     #[test]
+    fn correlation_id_is_the_property() {
+        let mut m = Message::new("a", "x");
+        m.reply_to = Some("replies".into());
+        m.metadata = vec![
+            (CORRELATION_ID_KEY.into(), "req-42".into()),
+            ("trace".into(), "7".into()),
+        ];
+        let p = to_properties(&m, false, None).unwrap();
+        assert_eq!(
+            p.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("req-42")
+        );
+        let headers = p.headers().as_ref().unwrap().inner();
+        assert!(!headers.contains_key(CORRELATION_ID_KEY));
+        // Back as exactly one entry, after the headers.
+        let (back, _) = from_delivery("a", &p, b"x".to_vec());
+        let expected: Vec<(String, String)> = vec![
+            ("trace".into(), "7".into()),
+            (CORRELATION_ID_KEY.into(), "req-42".into()),
+        ];
+        assert_eq!(back.metadata, expected);
+        // As another client sends it: the property, no headers.
+        let p = BasicProperties::default().with_correlation_id("abc".into());
+        let (m, _) = from_delivery("a", &p, Vec::new());
+        assert_eq!(m.meta(CORRELATION_ID_KEY), Some("abc"));
+        assert_eq!(m.metadata.len(), 1);
+    }
+
+    #[test]
     fn what_amqp_cannot_carry_is_refused() {
         let refused = |m: &Message| to_properties(m, false, None).unwrap_err().to_string();
         // Longer than 255 bytes, the one-byte length prefix used to wrap and
@@ -199,13 +253,31 @@ mod tests {
         let mut m = Message::new("a", "x");
         m.reply_to = Some(long.clone());
         assert!(refused(&m).contains("reply-to"));
-        assert!(refused(&Message::new(long, "x")).contains("routing key"));
+        assert!(refused(&Message::new(long.clone(), "x")).contains("routing key"));
         for key in [ATTEMPT_HEADER, TOPIC_HEADER] {
             let mut m = Message::new("a", "x");
             m.metadata = vec![(key.into(), "1".into())];
             let e = refused(&m);
             assert!(e.contains(key) && e.contains("reserved"), "{e}");
         }
+        let mut m = Message::new("a", "x");
+        m.metadata = vec![(CORRELATION_ID_KEY.into(), long)];
+        let e = refused(&m);
+        assert!(
+            e.contains("`correlation-id`") && e.contains("256 bytes"),
+            "{e}"
+        );
+        m.metadata = vec![
+            (CORRELATION_ID_KEY.into(), "1".into()),
+            (CORRELATION_ID_KEY.into(), "2".into()),
+        ];
+        let e = refused(&m);
+        assert!(
+            e.contains("`correlation-id`") && e.contains("more than once"),
+            "{e}"
+        );
+        m.metadata = vec![(CORRELATION_ID_KEY.into(), "c".repeat(MAX_SHORT_STRING))];
+        assert!(to_properties(&m, false, None).is_ok());
         let mut m = Message::new("a", "x");
         m.metadata = vec![("k".repeat(MAX_SHORT_STRING), "v".repeat(100_000))];
         assert!(to_properties(&m, false, None).is_ok());

@@ -16,6 +16,13 @@ pub const LAST_ERROR_KEY: &str = "courier-last-error";
 /// `send` never carries one, so that a guest cannot forge a delivery id, an
 /// attempt or a dead letter's provenance.
 pub const RESERVED_PREFIX: &str = "courier-";
+/// Metadata key that carries the broker's native correlation id (AMQP
+/// `correlation_id`, MQTT 5 correlation data) on every backend; on brokers
+/// without a native field it is an ordinary header.
+pub const CORRELATION_ID_KEY: &str = "correlation-id";
+/// Metadata key with MQTT 5 correlation data that is not a UTF-8 string,
+/// hex-encoded (lowercase), so that the mapping stays lossless.
+pub const CORRELATION_HEX_KEY: &str = "correlation-id-hex";
 
 /// A message as it travels through a broker.
 ///

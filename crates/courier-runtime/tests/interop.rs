@@ -176,6 +176,68 @@ async fn mosquitto_pub_in_and_mosquitto_sub_out() {
     runtime.stop().await;
 }
 
+/// A request to `uppercase` on MQTT with a response topic and `correlation`
+/// as its correlation data (`mosquitto_pub`), and what `mosquitto_sub` reads
+/// on the response topic: `topic|correlation data|user properties|payload`.
+#[cfg(feature = "mqtt")]
+async fn mosquitto_request_and_reply(correlation: &[u8]) -> (String, Vec<u8>) {
+    use std::os::unix::ffi::OsStrExt;
+
+    let ns = ns("interop");
+    let runtime = uppercase("backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"", &ns).await;
+    let topic = |ch: &str| format!("{ns}.{ch}").replace('.', "/");
+    let replies = topic("replies");
+    let sub = mosquitto_sub(&replies, "%t|%D|%P|%p");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-V", "mqttv5", "-q", "1"])
+        .args(["-t", &topic("in"), "-m", "hello"])
+        .args(["-D", "publish", "response-topic", &replies])
+        .args(["-D", "publish", "user-property", "trace", "7"])
+        .args(["-D", "publish", "correlation-data"])
+        .arg(std::ffi::OsStr::from_bytes(correlation))
+        .status()
+        .expect("mosquitto_pub is needed for this test");
+    assert!(status.success(), "mosquitto_pub failed");
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    runtime.stop().await;
+    (replies, out.stdout)
+}
+
+/// The usual MQTT 5 request/response: the guest's reply on the response
+/// topic carries the request's correlation data (and not as a user property).
+#[cfg(feature = "mqtt")]
+#[tokio::test]
+async fn mosquitto_rpc_reply_keeps_correlation_data() {
+    if !common::broker("mosquitto", 1883) {
+        return;
+    }
+    let (replies, out) = mosquitto_request_and_reply(b"req-42").await;
+    let line = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(line.trim_end(), format!("{replies}|req-42|trace:7|HELLO"));
+}
+
+/// Correlation data that is not UTF-8 reaches the guest hex-encoded and comes
+/// back as the same bytes.
+#[cfg(feature = "mqtt")]
+#[tokio::test]
+async fn mosquitto_rpc_reply_keeps_binary_correlation_data() {
+    if !common::broker("mosquitto", 1883) {
+        return;
+    }
+    let correlation = b"\xff\xfe-7";
+    let (replies, out) = mosquitto_request_and_reply(correlation).await;
+    let expected = [
+        format!("{replies}|").as_bytes(),
+        correlation,
+        b"|trace:7|HELLO\n",
+    ]
+    .concat();
+    assert_eq!(out, expected);
+}
+
 #[cfg(feature = "amqp")]
 #[tokio::test]
 async fn plain_amqp_client_in_and_out() {
@@ -263,6 +325,106 @@ async fn plain_amqp_client_in_and_out() {
         .headers()
         .as_ref()
         .and_then(|h| h.inner().get("trace").cloned());
+    assert!(matches!(trace, Some(AMQPValue::LongString(s)) if s.as_bytes() == b"7"));
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .unwrap();
+    runtime.stop().await;
+}
+
+/// The usual AMQP RPC: a plain client sends a request with `reply_to` and
+/// `correlation_id`, and the guest's reply, sent to `reply_to` with the
+/// request's metadata, carries the same `correlation_id` property.
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn amqp_rpc_reply_keeps_correlation_id() {
+    use futures::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    if !common::broker("rabbitmq", 5672) {
+        return;
+    }
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let ns = ns("interop");
+    let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
+
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let replies = format!("{ns}.replies");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            "courier".into(),
+            replies.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("trace".into(), AMQPValue::LongString("7".into()));
+    channel
+        .basic_publish(
+            "courier".into(),
+            format!("{ns}.in").into(),
+            BasicPublishOptions::default(),
+            b"request",
+            BasicProperties::default()
+                .with_reply_to(replies.as_str().into())
+                .with_correlation_id("req-42".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the guest's reply in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.data, b"REQUEST");
+    assert_eq!(
+        delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("req-42")
+    );
+    // The correlation is the property only, the other metadata headers.
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    assert!(!headers.inner().contains_key("correlation-id"));
+    let trace = headers.inner().get("trace").cloned();
     assert!(matches!(trace, Some(AMQPValue::LongString(s)) if s.as_bytes() == b"7"));
     delivery
         .acker
