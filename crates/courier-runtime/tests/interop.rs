@@ -238,23 +238,16 @@ async fn mosquitto_rpc_reply_keeps_binary_correlation_data() {
     assert_eq!(out, expected);
 }
 
+/// A plain AMQP client: a connection, a channel, and a consumer of an
+/// exclusive queue bound to `routing_key` on Courier's exchange.
 #[cfg(feature = "amqp")]
-#[tokio::test]
-async fn plain_amqp_client_in_and_out() {
-    use futures::StreamExt;
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    };
-    use lapin::types::{AMQPValue, FieldTable};
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-    if !common::broker("rabbitmq", 5672) {
-        return;
-    }
-    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-    let ns = ns("interop");
-    let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
+async fn amqp_listener(
+    url: &str,
+    routing_key: &str,
+) -> (lapin::Connection, lapin::Channel, lapin::Consumer) {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
 
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
@@ -275,13 +268,13 @@ async fn plain_amqp_client_in_and_out() {
         .queue_bind(
             queue.name().clone(),
             "courier".into(),
-            format!("{ns}.out").into(),
+            routing_key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .unwrap();
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             queue.name().clone(),
             "".into(),
@@ -290,6 +283,25 @@ async fn plain_amqp_client_in_and_out() {
         )
         .await
         .unwrap();
+    (conn, channel, consumer)
+}
+
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn plain_amqp_client_in_and_out() {
+    use futures::StreamExt;
+    use lapin::BasicProperties;
+    use lapin::options::{BasicAckOptions, BasicPublishOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    if !common::broker("rabbitmq", 5672) {
+        return;
+    }
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let ns = ns("interop");
+    let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
+
+    let (_conn, channel, mut consumer) = amqp_listener(url, &format!("{ns}.out")).await;
     let mut headers = FieldTable::default();
     headers.insert("trace".into(), AMQPValue::LongString("7".into()));
     channel
@@ -341,12 +353,9 @@ async fn plain_amqp_client_in_and_out() {
 #[tokio::test]
 async fn amqp_rpc_reply_keeps_correlation_id() {
     use futures::StreamExt;
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    };
+    use lapin::BasicProperties;
+    use lapin::options::{BasicAckOptions, BasicPublishOptions};
     use lapin::types::{AMQPValue, FieldTable};
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
 
     if !common::broker("rabbitmq", 5672) {
         return;
@@ -355,41 +364,8 @@ async fn amqp_rpc_reply_keeps_correlation_id() {
     let ns = ns("interop");
     let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
 
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let replies = format!("{ns}.replies");
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            "courier".into(),
-            replies.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_conn, channel, mut consumer) = amqp_listener(url, &replies).await;
     let mut headers = FieldTable::default();
     headers.insert("trace".into(), AMQPValue::LongString("7".into()));
     channel
