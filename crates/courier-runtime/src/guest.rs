@@ -174,32 +174,32 @@ impl GuestRuntime {
     /// Instantiates the guest once, with its configured limits, before it
     /// takes any message: a guest that cannot run (an export of the wrong
     /// type, a memory limit below what it needs) fails here, with the
-    /// reason, instead of failing every batch.
+    /// reason, instead of failing every batch. Done once: a guest already
+    /// prepared keeps its instance.
     pub(crate) async fn prepare(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self.first_instance().is_some() {
+            return Ok(());
+        }
         let instance = self.instantiate().await.with_context(|| {
             format!(
                 "guest `{}` cannot run (memory-limit-mib = {})",
                 self.name, self.config.memory_limit_mib
             )
         })?;
-        *self
-            .first_instance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(instance);
+        *self.first_instance() = Some(instance);
         Ok(())
+    }
+
+    fn first_instance(&self) -> std::sync::MutexGuard<'_, Option<Instance>> {
+        self.first_instance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to the configured channels and starts the workers
     /// ([`GuestRuntime::prepare`] first, if it has not run).
     pub(crate) async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
-        if self
-            .first_instance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            self.prepare().await?;
-        }
+        self.prepare().await?;
         let channels = self
             .config
             .subscribe
@@ -419,11 +419,7 @@ impl GuestRuntime {
     // ---- workers ------------------------------------------------------------
 
     async fn worker(self: Arc<Self>) {
-        let mut instance: Option<Instance> = self
-            .first_instance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let mut instance: Option<Instance> = self.first_instance().take();
         let mut carry = None;
         while let Some(batch) = self.next_batch(&mut carry).await {
             self.handle(&mut instance, batch).await;
