@@ -6,6 +6,12 @@
 //! dead-lettered; if Courier dies first, the broker resends it when a
 //! persistent session (`durable` option) resumes. Point-to-point is a shared
 //! subscription (`$share/GROUP/…`).
+//!
+//! Unsubscribing stops new messages at once, but the connection stays open
+//! until every delivery already handed out has been settled or dropped: the
+//! subscription and each delivery share one [`Connection`], and the last of
+//! them to go disconnects. A guest that unsubscribes from inside its
+//! handler can still complete the message it holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +22,11 @@ use courier_broker::reconnect::Link;
 use courier_broker::retry::{LocalRetries, Next, Settle};
 use courier_broker::{BrokerError, Pattern};
 use futures::channel::mpsc;
+use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::options::{MqttOptions, parse_qos};
 use crate::publisher::{client_id, connected, mqtt_options};
@@ -69,21 +76,29 @@ pub async fn subscribe(
             options.host, options.port
         ),
     );
-    let task = tokio::spawn(run(
+    let (closing, closed) = watch::channel(false);
+    let (unsubscribed_tx, unsubscribed) = watch::channel(false);
+    // Ends by itself once the connection is closed (see `Connection`).
+    tokio::spawn(run(
         eventloop,
         client.clone(),
         filter.clone(),
         qos,
         tx,
         link,
+        Signals {
+            closed,
+            unsubscribed: unsubscribed_tx,
+        },
     ));
     Ok(Box::new(MqttSubscription {
-        client,
+        connection: Some(Arc::new(Connection { client, closing })),
+        unsubscribed,
+        timeout: options.connect_timeout,
         filter,
         pattern: spec.pattern,
         rx,
         retries: LocalRetries::new(),
-        task,
     }))
 }
 
@@ -129,7 +144,16 @@ async fn subscribed(
     Ok(early)
 }
 
-/// Forwards incoming messages; subscribes again after a reconnect that lost the session.
+/// What the event loop is told, and tells.
+struct Signals {
+    /// Set when the connection is to close: stop instead of reconnecting.
+    closed: watch::Receiver<bool>,
+    /// Set when the broker confirmed the unsubscribe.
+    unsubscribed: watch::Sender<bool>,
+}
+
+/// Forwards incoming messages; subscribes again after a reconnect that
+/// lost the session; returns once the connection is closed.
 async fn run(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -137,13 +161,24 @@ async fn run(
     qos: QoS,
     tx: mpsc::UnboundedSender<Publish>,
     link: Link,
+    signals: Signals,
 ) {
+    let Signals {
+        mut closed,
+        unsubscribed,
+    } = signals;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.unbounded_send(p).is_err() {
-                    return;
-                }
+                // After an unsubscribe nobody takes messages any more; the
+                // ones still arriving are not acknowledged.
+                let _ = tx.unbounded_send(p);
+            }
+            // The broker closes the connection after the DISCONNECT: the
+            // poll after this one fails, and ends the loop below.
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {}
+            Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                unsubscribed.send_replace(true);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 link.restored();
@@ -156,26 +191,52 @@ async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                if *closed.borrow() {
+                    return;
+                }
                 // Polling again reconnects (resuming a `durable` session).
                 let delay = link.lost(&e);
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = closed.changed() => return,
+                }
             }
         }
     }
 }
 
-struct MqttSubscription {
+/// A subscription's connection, held by the subscription and by every
+/// delivery it handed out: the last holder to go disconnects.
+struct Connection {
     client: AsyncClient,
+    /// Tells the event loop to stop rather than reconnect.
+    closing: watch::Sender<bool>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.closing.send(true);
+        let _ = self.client.try_disconnect();
+    }
+}
+
+struct MqttSubscription {
+    /// `None` once closed.
+    connection: Option<Arc<Connection>>,
+    /// Set once the broker confirmed the unsubscribe.
+    unsubscribed: watch::Receiver<bool>,
+    /// How long to wait for that confirmation.
+    timeout: Duration,
     filter: String,
     pattern: Pattern,
     rx: mpsc::UnboundedReceiver<Publish>,
     retries: Arc<LocalRetries>,
-    task: JoinHandle<()>,
 }
 
 #[async_trait]
 impl Subscription for MqttSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        let connection = self.connection.clone()?;
         loop {
             let publish = match self.retries.next_from(&mut self.rx).await {
                 Next::Retry(d) => return Some(Ok(d)),
@@ -184,13 +245,19 @@ impl Subscription for MqttSubscription {
             let message = from_publish(&publish);
             // `#` also matches the parent level, `>` does not.
             if !self.pattern.matches(&message.topic) {
-                let _ = self.client.try_ack(&publish);
+                let _ = connection.client.try_ack(&publish);
                 continue;
             }
             let attempt = if publish.dup { 2 } else { 1 };
-            let client = self.client.clone();
+            let connection = connection.clone();
             let settle: Settle = Box::new(move || {
-                Box::pin(async move { client.ack(&publish).await.map_err(connection_error) })
+                Box::pin(async move {
+                    connection
+                        .client
+                        .ack(&publish)
+                        .await
+                        .map_err(connection_error)
+                })
             });
             return Some(Ok(self.retries.delivery_settling(
                 message,
@@ -200,19 +267,30 @@ impl Subscription for MqttSubscription {
         }
     }
 
+    /// Unsubscribes and waits for the broker to confirm it (from then on it
+    /// sends this subscription nothing); the connection closes once every
+    /// delivery handed out is settled or dropped. Messages waiting for an
+    /// in-process redelivery, and messages received but not handed out, are
+    /// not acknowledged: a `durable` session gets them again.
     async fn close(&mut self) -> Result<(), BrokerError> {
         self.retries.clear();
-        let _ = self.client.unsubscribe(self.filter.clone()).await;
-        let _ = self.client.disconnect().await;
-        // Let the event loop send what is queued, then stop it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.task.abort();
+        let Some(connection) = self.connection.take() else {
+            return Ok(());
+        };
+        connection
+            .client
+            .unsubscribe(self.filter.clone())
+            .await
+            .map_err(connection_error)?;
+        tokio::time::timeout(self.timeout, self.unsubscribed.wait_for(|done| *done))
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                operation: "mqtt unsubscribe",
+                after: self.timeout,
+            })?
+            .map_err(|_| {
+                connection_error("the connection closed before the unsubscribe was confirmed")
+            })?;
         Ok(())
-    }
-}
-
-impl Drop for MqttSubscription {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
