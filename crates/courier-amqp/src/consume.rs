@@ -10,6 +10,9 @@
 //! attempt in a header (confirmed), then acks the original; if Courier dies
 //! meanwhile, the unacked original is redelivered by RabbitMQ. Each
 //! subscription has a connection of its own and opens it again when lost.
+//! Closing cancels the consumer but leaves the channel open until every
+//! delivery handed out is settled or dropped (the deliveries hold it), so a
+//! guest that unsubscribes mid-call can still settle what it holds.
 
 use std::time::Duration;
 
@@ -61,6 +64,7 @@ pub async fn subscribe(
         queue,
         exclusive,
         open: None,
+        closed: false,
     };
     sub.open().await?;
     Ok(Box::new(sub))
@@ -84,6 +88,8 @@ struct AmqpSubscription {
     queue: String,
     exclusive: bool,
     open: Option<Open>,
+    /// Set by `close`: no reconnecting after it.
+    closed: bool,
 }
 
 impl AmqpSubscription {
@@ -155,6 +161,9 @@ impl AmqpSubscription {
 impl Subscription for AmqpSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         loop {
+            if self.closed {
+                return None;
+            }
             let Some(open) = self.open.as_mut() else {
                 // Connect again, declaring the queue, its binding and qos
                 // again, with capped exponential backoff between attempts.
@@ -172,6 +181,7 @@ impl Subscription for AmqpSubscription {
                 Some(Err(e)) => Err(connection_error(e)),
                 None => Err(connection_error("the consumer was cancelled")),
             };
+            let (channel, queue) = (open.channel.clone(), open.queue.clone());
             let delivery = match lost {
                 Ok(d) => d,
                 Err(e) => {
@@ -182,43 +192,78 @@ impl Subscription for AmqpSubscription {
                     return Some(Err(e));
                 }
             };
-            let (message, recorded) = from_delivery(
-                delivery.routing_key.as_str(),
-                &delivery.properties,
-                delivery.data,
-            );
-            // `#` also matches zero tokens, `>` needs one: drop the difference.
-            if !self.spec.pattern.matches(&message.topic) {
-                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let Some(delivery) = self.accept(delivery, &channel, &queue).await else {
                 continue;
-            }
-            let attempt = recorded.unwrap_or(1) + u32::from(delivery.redelivered);
-            return Some(Ok(Delivery {
-                message: message.clone(),
-                attempt,
-                acker: Box::new(AmqpAcker {
-                    acker: delivery.acker,
-                    channel: open.channel.clone(),
-                    queue: open.queue.clone(),
-                    message,
-                    attempt,
-                    persistent: self.options.durable,
-                    timeout: self.options.connect_timeout,
-                }),
-            }));
+            };
+            return Some(Ok(delivery));
         }
     }
 
+    /// Cancels the consumer. Messages the broker sent before the cancel
+    /// and nobody took go back to the queue without counting an attempt;
+    /// the channel (and its connection) stays open until every delivery
+    /// handed out is settled or dropped, so that they can still be settled.
     async fn close(&mut self) -> Result<(), BrokerError> {
-        if let Some(open) = self.open.take() {
-            let tag = open.consumer.tag();
-            open.channel
-                .basic_cancel(tag, BasicCancelOptions::default())
-                .await
-                .map_err(connection_error)?;
-            let _ = open.channel.close(200, "unsubscribed".into()).await;
+        self.closed = true;
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
+        open.channel
+            .basic_cancel(open.consumer.tag(), BasicCancelOptions::default())
+            .await
+            .map_err(connection_error)?;
+        // After the cancel the consumer yields what it had buffered, then ends.
+        let timeout = self.options.connect_timeout;
+        let handed_back = async {
+            while let Some(Ok(delivery)) = open.consumer.next().await {
+                if let Some(d) = self.accept(delivery, &open.channel, &open.queue).await {
+                    d.acker.release().await?;
+                }
+            }
+            Ok::<_, BrokerError>(())
+        };
+        tokio::time::timeout(timeout, handed_back)
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                operation: "amqp cancel",
+                after: timeout,
+            })?
+    }
+}
+
+impl AmqpSubscription {
+    /// A broker delivery as a Courier delivery; `None` (and acked) when
+    /// the pattern does not match it.
+    async fn accept(
+        &self,
+        delivery: lapin::message::Delivery,
+        channel: &Channel,
+        queue: &str,
+    ) -> Option<Delivery> {
+        let (message, recorded) = from_delivery(
+            delivery.routing_key.as_str(),
+            &delivery.properties,
+            delivery.data,
+        );
+        // `#` also matches zero tokens, `>` needs one: drop the difference.
+        if !self.spec.pattern.matches(&message.topic) {
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            return None;
         }
-        Ok(())
+        let attempt = recorded.unwrap_or(1) + u32::from(delivery.redelivered);
+        Some(Delivery {
+            message: message.clone(),
+            attempt,
+            acker: Box::new(AmqpAcker {
+                acker: delivery.acker,
+                channel: channel.clone(),
+                queue: queue.to_string(),
+                message,
+                attempt,
+                persistent: self.options.durable,
+                timeout: self.options.connect_timeout,
+            }),
+        })
     }
 }
 
@@ -247,36 +292,53 @@ impl Acker for AmqpAcker {
         // attempt; the original stays unacked until the copy is confirmed.
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let republished = async {
-                let confirm = self
-                    .channel
-                    .basic_publish(
-                        "".into(),
-                        self.queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &self.message.data,
-                        to_properties(&self.message, self.persistent, Some(self.attempt + 1))?,
-                    )
-                    .await
-                    .map_err(connection_error)?;
-                wait_confirms(vec![(self.queue.clone(), confirm)], self.timeout).await
-            };
-            let settled = match republished.await {
-                Ok(()) => self.acker.ack(BasicAckOptions::default()).await,
-                Err(e) => {
-                    tracing::warn!(queue = %self.queue, "amqp: requeue failed, nacking instead: {e}");
-                    self.acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                }
-            };
-            if let Err(e) = settled {
-                tracing::warn!(queue = %self.queue, "amqp: settling a rejected message: {e}");
+            let (attempt, queue) = (self.attempt + 1, self.queue.clone());
+            if let Err(e) = self.requeue(attempt).await {
+                tracing::warn!(%queue, "amqp: settling a rejected message: {e}");
             }
         });
         Ok(())
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), BrokerError> {
+        let attempt = self.attempt;
+        self.requeue(attempt).await
+    }
+}
+
+impl AmqpAcker {
+    /// Puts the message back at the end of its queue recording `attempt`,
+    /// then acks the original; if the copy cannot be published, nacks the
+    /// original with requeue (the broker then marks it redelivered, which
+    /// counts one attempt more).
+    async fn requeue(self, attempt: u32) -> Result<(), BrokerError> {
+        let republished = async {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    "".into(),
+                    self.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &self.message.data,
+                    to_properties(&self.message, self.persistent, Some(attempt))?,
+                )
+                .await
+                .map_err(connection_error)?;
+            wait_confirms(vec![(self.queue.clone(), confirm)], self.timeout).await
+        };
+        match republished.await {
+            Ok(()) => self.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                tracing::warn!(queue = %self.queue, "amqp: requeue failed, nacking instead: {e}");
+                self.acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        }
+        .map(drop)
+        .map_err(connection_error)
     }
 }
