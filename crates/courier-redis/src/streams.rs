@@ -8,10 +8,16 @@
 //! — are taken over with `XAUTOCLAIM`. A `nack` marks the entry idle enough to
 //! be reclaimed once its delay is over (`XCLAIM … IDLE … JUSTID`), so the
 //! delay is capped at `ack-wait`. The attempt is the entry's delivery counter.
+//! An entry handed back untouched (read ahead but never handed out, or
+//! released by the host) has its counter set back one (`RETRYCOUNT`), so
+//! that the next consumer to claim it sees the attempt it was at: handing
+//! back costs no attempt. Closing hands back only entries not handed out;
+//! those the guest still holds stay settleable.
 //! Wildcard subscriptions are not supported: a stream is one key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -109,6 +115,7 @@ pub async fn subscribe(
         ack_wait: spec.ack_wait,
         ephemeral,
         ready: VecDeque::new(),
+        held: Held::default(),
         last_claim: Instant::now(),
         closed: false,
     }))
@@ -145,6 +152,15 @@ fn rand_suffix() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
+/// Ids of the entries a subscription handed out and that are neither acked
+/// nor handed back (rejected ones included: they wait for their
+/// redelivery with the right counter), shared with their ackers.
+type Held = Arc<Mutex<HashSet<String>>>;
+
+fn held_lock(held: &Held) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct StreamSubscription {
     /// A connection of its own: `XREADGROUP … BLOCK` holds it.
     reader: ConnectionManager,
@@ -159,7 +175,9 @@ struct StreamSubscription {
     consumer: String,
     ack_wait: Duration,
     ephemeral: bool,
-    ready: VecDeque<Delivery>,
+    /// Entries read, not handed out yet, with their ids.
+    ready: VecDeque<(String, Delivery)>,
+    held: Held,
     last_claim: Instant,
     closed: bool,
 }
@@ -225,8 +243,8 @@ pub fn read_reply(v: &Value) -> Vec<Entry> {
 }
 
 impl StreamSubscription {
-    fn delivery(&self, (id, fields): Entry, attempt: u32) -> Delivery {
-        Delivery {
+    fn delivery(&self, (id, fields): Entry, attempt: u32) -> (String, Delivery) {
+        let d = Delivery {
             message: from_fields(&self.topic, fields),
             attempt,
             acker: Box::new(StreamAcker {
@@ -234,10 +252,13 @@ impl StreamSubscription {
                 stream: self.stream.clone(),
                 group: self.group.clone(),
                 consumer: self.consumer.clone(),
-                id,
+                id: id.clone(),
+                attempt,
                 ack_wait: self.ack_wait,
+                held: self.held.clone(),
             }),
-        }
+        };
+        (id, d)
     }
 
     /// Takes over entries idle for `ack-wait`, with their delivery counts.
@@ -330,39 +351,44 @@ impl StreamSubscription {
             .collect())
     }
 
-    /// Hands this consumer's pending entries back to its group at once.
+    /// Hands this consumer's pending entries that nobody holds back to its
+    /// group at once, each at the attempt it was at.
     ///
     /// A `XREADGROUP … BLOCK` abandoned at close still runs on the server and
-    /// may assign entries to this consumer that nobody will handle; marked idle
-    /// for `ack-wait`, they are taken over by the group's next `XAUTOCLAIM`
-    /// instead of waiting out a whole `ack-wait`.
+    /// may assign entries to this consumer that nobody will handle: a `PING`
+    /// on the reader's connection answers only after it. Marked idle for
+    /// `ack-wait`, the entries are taken over by the group's next
+    /// `XAUTOCLAIM` instead of waiting out a whole `ack-wait`.
     async fn release(&mut self) -> Result<(), BrokerError> {
-        tokio::time::sleep(BLOCK).await;
-        let ids: Vec<String> = self
-            .pending()
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&self.stream)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(0);
-        for id in &ids {
-            cmd.arg(id);
-        }
-        cmd.arg("IDLE")
-            .arg(self.ack_wait.as_millis() as u64)
-            .arg("JUSTID");
-        let _: Value = cmd
-            .query_async(&mut self.conn)
+        let _: () = redis::cmd("PING")
+            .query_async(&mut self.reader)
             .await
             .map_err(connection_error)?;
-        tracing::debug!(stream = %self.stream, released = ids.len(), "redis: pending entries handed back");
+        let held = held_lock(&self.held).clone();
+        let mut pipe = redis::pipe();
+        let mut released = 0;
+        for (id, count) in self.pending().await? {
+            if held.contains(&id) {
+                continue;
+            }
+            hand_back(
+                &mut pipe,
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                &id,
+                count,
+                self.ack_wait,
+            );
+            released += 1;
+        }
+        if released == 0 {
+            return Ok(());
+        }
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(connection_error)?;
+        tracing::debug!(stream = %self.stream, released, "redis: pending entries handed back");
         Ok(())
     }
 }
@@ -374,7 +400,8 @@ impl Subscription for StreamSubscription {
             if self.closed {
                 return None;
             }
-            if let Some(d) = self.ready.pop_front() {
+            if let Some((id, d)) = self.ready.pop_front() {
+                held_lock(&self.held).insert(id);
                 return Some(Ok(d));
             }
             let result = if self.last_claim.elapsed() >= BLOCK {
@@ -419,18 +446,54 @@ impl Subscription for StreamSubscription {
     }
 }
 
+/// Queues an `XCLAIM` that hands entry `id`, delivered `count` times, back
+/// to the group: idle for `ack_wait` (the next `XAUTOCLAIM` takes it) and
+/// its counter set back one, since that claim counts it again.
+fn hand_back(
+    pipe: &mut redis::Pipeline,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    id: &str,
+    count: i64,
+    ack_wait: Duration,
+) {
+    pipe.cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(0)
+        .arg(id)
+        .arg("IDLE")
+        .arg(ack_wait.as_millis() as u64)
+        .arg("RETRYCOUNT")
+        .arg((count - 1).max(0))
+        .arg("JUSTID")
+        .ignore();
+}
+
 struct StreamAcker {
     conn: ConnectionManager,
     stream: String,
     group: String,
     consumer: String,
     id: String,
+    attempt: u32,
     ack_wait: Duration,
+    held: Held,
+}
+
+impl StreamAcker {
+    /// Acked or handed back: no longer the host's.
+    fn let_go(&self) {
+        held_lock(&self.held).remove(&self.id);
+    }
 }
 
 #[async_trait]
 impl Acker for StreamAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.let_go();
         let _: i64 = redis::cmd("XACK")
             .arg(&self.stream)
             .arg(&self.group)
@@ -442,6 +505,7 @@ impl Acker for StreamAcker {
     }
 
     async fn nack(mut self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        // Still held: it waits for its redelivery, and its counter is right.
         // Idle enough that XAUTOCLAIM takes it over once `delay` has passed.
         let idle = self.ack_wait.saturating_sub(delay);
         let _: Value = redis::cmd("XCLAIM")
@@ -457,6 +521,23 @@ impl Acker for StreamAcker {
             .await
             .map_err(connection_error)?;
         Ok(())
+    }
+
+    async fn release(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.let_go();
+        let mut pipe = redis::pipe();
+        hand_back(
+            &mut pipe,
+            &self.stream,
+            &self.group,
+            &self.consumer,
+            &self.id,
+            i64::from(self.attempt),
+            self.ack_wait,
+        );
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(connection_error)
     }
 }
 
