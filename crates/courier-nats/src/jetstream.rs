@@ -6,8 +6,15 @@
 //! a broadcast subscription gets an ephemeral consumer of its own (delivering
 //! new messages), or a durable one when the `durable` option names it. Acks
 //! are confirmed by the server (double ack); `nack` is a NAK with delay, and
-//! `term` stops redelivery. The attempt is the server's delivery count.
+//! `term` stops redelivery. The attempt is the server's delivery count,
+//! less the deliveries Courier handed back untouched (released by the host,
+//! or pulled ahead and never handed out when a subscription closed): the
+//! server counts those too, Courier does not ([`HandedBack`]). A
+//! subscription pulls only what the host asks for, one pull request at a
+//! time ([`PULL_EXPIRES`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -15,7 +22,7 @@ use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
 use async_trait::async_trait;
 use courier_broker::backend::{Acker, Delivery, Mode, Subscription, SubscriptionSpec};
 use courier_broker::{BrokerError, Message};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
@@ -26,6 +33,32 @@ pub struct JetStream {
     context: jetstream::Context,
     stream: jetstream::stream::Stream,
     timeout: Duration,
+    handed_back: HandedBack,
+}
+
+/// How many times each message was handed back untouched, by consumer and
+/// stream sequence, until it is acked or terminated: the server's delivery
+/// count less this is the attempt. Kept in memory: after a restart of
+/// Courier, a hand-back before it counts as an attempt (as a crash does).
+#[derive(Clone, Default)]
+struct HandedBack(Arc<Mutex<HashMap<(String, u64), u32>>>);
+
+impl HandedBack {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, key: &(String, u64)) -> u32 {
+        self.lock().get(key).copied().unwrap_or(0)
+    }
+
+    fn add(&self, key: (String, u64)) {
+        *self.lock().entry(key).or_default() += 1;
+    }
+
+    fn forget(&self, key: &(String, u64)) {
+        self.lock().remove(key);
+    }
 }
 
 impl JetStream {
@@ -84,6 +117,7 @@ impl JetStream {
             context,
             stream,
             timeout,
+            handed_back: HandedBack::default(),
         })
     }
 
@@ -157,15 +191,16 @@ impl JetStream {
             None => self.stream.create_consumer(config).await,
         }
         .map_err(|e| connection_error(format!("creating consumer on `{filter}`: {e}")))?;
-        let ephemeral = name.is_none().then(|| consumer.cached_info().name.clone());
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| connection_error(format!("consuming `{filter}`: {e}")))?;
+        let consumer_name = consumer.cached_info().name.clone();
+        let ephemeral = name.is_none().then(|| consumer_name.clone());
         Ok(Box::new(JsSubscription {
-            messages: Some(messages),
+            consumer,
+            batch: None,
+            closed: false,
             stream: self.stream.clone(),
             ephemeral,
+            name: consumer_name,
+            handed_back: self.handed_back.clone(),
         }))
     }
 }
@@ -210,43 +245,128 @@ pub fn consumer_name(group: &str, filter: &str) -> String {
     format!("{clean}_{:08x}", hash as u32)
 }
 
+/// How long one pull request waits for messages. A subscription has at
+/// most one open, for at most what the host asked for; closing waits for it
+/// to end (the server says when) so that nothing it brings is lost.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 struct JsSubscription {
-    messages: Option<pull::Stream>,
+    consumer: jetstream::consumer::PullConsumer,
+    /// The open pull request, kept across cancelled calls.
+    batch: Option<pull::Batch>,
+    closed: bool,
     stream: jetstream::stream::Stream,
     ephemeral: Option<String>,
+    /// The consumer's name, for [`HandedBack`].
+    name: String,
+    handed_back: HandedBack,
+}
+
+/// The key of a message in [`HandedBack`], and its attempt.
+fn attempt(name: &str, handed_back: &HandedBack, m: &jetstream::Message) -> ((String, u64), u32) {
+    let (sequence, delivered) = m
+        .info()
+        .map(|i| (i.stream_sequence, u32::try_from(i.delivered).unwrap_or(1)))
+        .unwrap_or((0, 1));
+    let key = (name.to_string(), sequence);
+    let attempt = delivered.saturating_sub(handed_back.count(&key)).max(1);
+    (key, attempt)
+}
+
+fn delivery(name: &str, handed_back: &HandedBack, m: jetstream::Message) -> Delivery {
+    let (key, attempt) = attempt(name, handed_back, &m);
+    let (m, acker) = m.split();
+    let message = from_nats(
+        m.subject.as_str(),
+        None,
+        m.headers.as_ref(),
+        m.payload,
+        true,
+    );
+    Delivery {
+        message,
+        attempt,
+        acker: Box::new(JsAcker {
+            acker,
+            key,
+            handed_back: handed_back.clone(),
+        }),
+    }
 }
 
 #[async_trait]
 impl Subscription for JsSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let messages = self.messages.as_mut()?;
-        let m = match messages.next().await? {
-            Ok(m) => m,
-            Err(e) => return Some(Err(connection_error(format!("jetstream: {e}")))),
-        };
-        let attempt = m
-            .info()
-            .ok()
-            .and_then(|i| u32::try_from(i.delivered).ok())
-            .unwrap_or(1)
-            .max(1);
-        let (m, acker) = m.split();
-        let message = from_nats(
-            m.subject.as_str(),
-            None,
-            m.headers.as_ref(),
-            m.payload,
-            true,
-        );
-        Some(Ok(Delivery {
-            message,
-            attempt,
-            acker: Box::new(JsAcker(acker)),
-        }))
+        self.next_batch(1)
+            .await
+            .map(|r| r.map(|mut batch| batch.remove(0)))
     }
 
+    /// Waits for a message of the open pull request (opening one for `max`
+    /// messages when there is none), then takes what else it has brought.
+    /// Cancel-safe: the request stays open in `self`.
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, BrokerError>> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            let batch = match &mut self.batch {
+                Some(batch) => batch,
+                None => {
+                    let opened = self
+                        .consumer
+                        .batch()
+                        .max_messages(max.max(1))
+                        .expires(PULL_EXPIRES)
+                        .messages()
+                        .await;
+                    match opened {
+                        Ok(batch) => self.batch.insert(batch),
+                        Err(e) => {
+                            return Some(Err(connection_error(format!("jetstream pull: {e}"))));
+                        }
+                    }
+                }
+            };
+            let first = match batch.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    self.batch = None;
+                    return Some(Err(connection_error(format!("jetstream: {e}"))));
+                }
+                // The request expired or is complete: open another.
+                None => {
+                    self.batch = None;
+                    continue;
+                }
+            };
+            let mut out = vec![delivery(&self.name, &self.handed_back, first)];
+            while out.len() < max {
+                match batch.next().now_or_never() {
+                    Some(Some(Ok(m))) => out.push(delivery(&self.name, &self.handed_back, m)),
+                    _ => break,
+                }
+            }
+            return Some(Ok(out));
+        }
+    }
+
+    /// Stops pulling, and waits for the open pull request to end: what it
+    /// brings is handed back (a NAK, not counted as an attempt). Deliveries
+    /// handed out stay settleable, their acks going through the client's
+    /// connection.
     async fn close(&mut self) -> Result<(), BrokerError> {
-        self.messages = None;
+        self.closed = true;
+        if let Some(mut batch) = self.batch.take() {
+            let mut handed = 0;
+            while let Some(Ok(m)) = batch.next().await {
+                let (key, _) = attempt(&self.name, &self.handed_back, &m);
+                self.handed_back.add(key);
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                handed += 1;
+            }
+            tracing::debug!(consumer = %self.name, handed, "jetstream: pulled messages handed back");
+        }
         if let Some(name) = self.ephemeral.take() {
             self.stream
                 .delete_consumer(&name)
@@ -257,7 +377,11 @@ impl Subscription for JsSubscription {
     }
 }
 
-struct JsAcker(jetstream::message::Acker);
+struct JsAcker {
+    acker: jetstream::message::Acker,
+    key: (String, u64),
+    handed_back: HandedBack,
+}
 
 fn settle_error(e: async_nats::Error) -> BrokerError {
     connection_error(format!("jetstream ack: {e}"))
@@ -266,18 +390,33 @@ fn settle_error(e: async_nats::Error) -> BrokerError {
 #[async_trait]
 impl Acker for JsAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.0.double_ack().await.map_err(settle_error)
+        self.acker.double_ack().await.map_err(settle_error)?;
+        self.handed_back.forget(&self.key);
+        Ok(())
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
         let delay = (!delay.is_zero()).then_some(delay);
-        self.0
+        self.acker
             .ack_with(AckKind::Nak(delay))
             .await
             .map_err(settle_error)
     }
 
     async fn term(self: Box<Self>) -> Result<(), BrokerError> {
-        self.0.ack_with(AckKind::Term).await.map_err(settle_error)
+        self.acker
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(settle_error)?;
+        self.handed_back.forget(&self.key);
+        Ok(())
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), BrokerError> {
+        self.handed_back.add(self.key.clone());
+        self.acker
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(settle_error)
     }
 }
