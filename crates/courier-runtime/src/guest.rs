@@ -66,10 +66,13 @@ struct ActiveSub {
 }
 
 impl ActiveSub {
-    /// Unsubscribes now.
-    async fn stop(self) {
+    /// Tells the pump to stop taking messages now; it closes the
+    /// subscription by itself (a network round trip or more, which a guest
+    /// unsubscribing from inside its handler must not wait for). Returns the
+    /// pump, to be awaited at shutdown.
+    fn unsubscribe(self) -> JoinHandle<()> {
         let _ = self.stop.send(false);
-        let _ = self.task.await;
+        self.task
     }
 }
 
@@ -99,6 +102,8 @@ pub struct GuestRuntime {
     /// Set once every worker has stopped, at shutdown.
     workers_done: watch::Sender<bool>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Pumps stopped by an unsubscribe, closing their subscriptions.
+    closing: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// The instance made at start to prove the guest can run, for the
     /// first worker to use.
     first_instance: std::sync::Mutex<Option<Instance>>,
@@ -131,6 +136,7 @@ impl GuestRuntime {
             shutdown: watch::channel(false).0,
             workers_done: watch::channel(false).0,
             workers: std::sync::Mutex::new(Vec::new()),
+            closing: std::sync::Mutex::new(Vec::new()),
             first_instance: std::sync::Mutex::new(None),
         })
     }
@@ -164,11 +170,14 @@ impl GuestRuntime {
         self.tracker.len()
     }
 
-    /// Whether nothing is queued, being handled, or (in auto-ack mode) held.
+    /// Whether nothing is queued, being handled or settled, or (in auto-ack
+    /// mode) held.
     pub fn idle(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) == 0
+        // The held deliveries first: whoever takes one out of the tracker
+        // counts itself busy before, so that it is seen one way or the other.
+        (self.config.ack == AckMode::Manual || self.tracker.is_empty())
+            && self.queued.load(Ordering::SeqCst) == 0
             && self.busy.load(Ordering::SeqCst) == 0
-            && (self.config.ack == AckMode::Manual || self.tracker.is_empty())
     }
 
     /// Instantiates the guest once, with its configured limits, before it
@@ -249,6 +258,22 @@ impl GuestRuntime {
         for p in pumps {
             let _ = p.await;
         }
+        let closing: Vec<_> = self
+            .closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for p in closing {
+            let _ = p.await;
+        }
+    }
+
+    /// Stops a subscription's pump and keeps it to await at shutdown.
+    fn retire(&self, sub: ActiveSub) {
+        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        closing.retain(|p| !p.is_finished());
+        closing.push(sub.unsubscribe());
     }
 
     // ---- subscriptions ------------------------------------------------------
@@ -358,7 +383,7 @@ impl GuestRuntime {
                 Ok(sub) => opened.push((key.to_string(), sub)),
                 Err(e) => {
                     for (_, s) in opened {
-                        s.stop().await;
+                        self.retire(s);
                     }
                     return Err(e);
                 }
@@ -371,12 +396,12 @@ impl GuestRuntime {
             .collect();
         for key in removed {
             if let Some(s) = subs.remove(&key) {
-                s.stop().await;
+                self.retire(s);
             }
         }
         for (key, sub) in opened {
             if let Some(old) = subs.insert(key, sub) {
-                old.stop().await;
+                self.retire(old);
             }
         }
         tracing::info!(guest = %self.name, channels = ?subs.keys().collect::<Vec<_>>(), "subscriptions updated");
@@ -753,13 +778,16 @@ impl GuestRuntime {
             let Some(before) = Instant::now().checked_sub(wait) else {
                 continue;
             };
+            // Busy while rejecting: the deliveries are out of the tracker but
+            // not settled yet.
+            self.busy.fetch_add(1, Ordering::SeqCst);
             let expired = self.tracker.expire(before);
-            if expired.is_empty() {
-                continue;
+            if !expired.is_empty() {
+                tracing::debug!(guest = %self.name, "{} unsettled deliveries passed their ack deadline", expired.len());
+                let reason = format!("not settled within ack-wait-ms ({} ms)", wait.as_millis());
+                join_all(expired.into_iter().map(|f| self.reject(f, reason.clone()))).await;
             }
-            tracing::debug!(guest = %self.name, "{} unsettled deliveries passed their ack deadline", expired.len());
-            let reason = format!("not settled within ack-wait-ms ({} ms)", wait.as_millis());
-            join_all(expired.into_iter().map(|f| self.reject(f, reason.clone()))).await;
+            self.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
