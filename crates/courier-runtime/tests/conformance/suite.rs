@@ -38,7 +38,8 @@ impl Bench {
             .replace("{ns}", &ns)
             .replace("{probe}", test_programs::PROBE)
             .replace("{uppercase}", test_programs::UPPERCASE)
-            .replace("{flaky}", test_programs::FLAKY);
+            .replace("{flaky}", test_programs::FLAKY)
+            .replace("{scripted}", test_programs::SCRIPTED);
         let runtime = Runtime::new(Config::from_toml(&toml).expect("config")).expect("runtime");
         let backend = runtime.clients().get("default").await.expect("connect");
         let bench = Self {
@@ -553,6 +554,60 @@ pub async fn guests_stay_inside_their_grants(target: &Target) {
     assert!(leaked.is_empty(), "nothing reached the refused channel");
 }
 
+/// A guest that unsubscribes from inside its handler (and subscribes
+/// again) still settles the message it holds: it is accepted once, not
+/// redelivered, and nothing else is charged an attempt; the subscription
+/// made again receives the next message.
+pub async fn settling_after_unsubscribing_mid_call(target: &Target) {
+    let mode = if target_features(target).await.competing {
+        "point-to-point"
+    } else {
+        "pub-sub"
+    };
+    let b = Bench::start(
+        target,
+        &format!(
+            r#"
+            [guests.g]
+            component = "{{scripted}}"
+            subscribe = ["{{ns}}.in"]
+            allow-publish = ["{{ns}}.log"]
+            mode = "{mode}"
+            batch-size = 1
+            max-attempts = 1
+            ack-wait-ms = 100
+            handler-timeout-ms = 500
+            dead-letter = "{{ns}}.dlq"
+            env = {{ LOG = "{{ns}}.log", CHANNELS = "{{ns}}.in" }}
+            "#
+        ),
+    )
+    .await;
+    let mut log = b.watch("log").await;
+    let mut dlq = b.watch("dlq").await;
+    b.send("in", "k1 resub").await;
+    let start = text(&next(&mut log).await);
+    assert!(start.starts_with("start\nk1 1 "), "{start}");
+    let end = text(&next(&mut log).await).trim_end().to_string();
+    assert!(end.ends_with("\nk1 resub ok"), "{end}");
+    b.send("in", "k2 ok").await;
+    let start = text(&next(&mut log).await);
+    assert!(start.starts_with("start\nk2 1 "), "{start}");
+    let end = text(&next(&mut log).await).trim_end().to_string();
+    assert!(end.ends_with("\nk2 ok ok"), "{end}");
+    // The broker's ack deadline is the handler timeout, the ack wait and a
+    // second: a settle that did not reach it would bring k1 back by then.
+    let again: Vec<String> = drain(&mut log, Duration::from_millis(2500))
+        .await
+        .iter()
+        .map(text)
+        .collect();
+    assert!(again.is_empty(), "nothing handed over again: {again:?}");
+    assert!(drain(&mut dlq, Duration::from_millis(100)).await.is_empty());
+    let s = b.runtime.guest("g").unwrap().stats();
+    assert_eq!((s.accepted, s.dead_lettered, s.redelivered), (2, 0, 0));
+}
+
 /// Generates the suite's tests for one backend.
 macro_rules! conformance {
     ($client:path) => {
@@ -574,6 +629,7 @@ macro_rules! conformance {
         case!(ordering_and_ten_thousand_messages);
         case!(restart_keeps_working);
         case!(guests_stay_inside_their_grants);
+        case!(settling_after_unsubscribing_mid_call);
     };
 }
 pub(crate) use conformance;
