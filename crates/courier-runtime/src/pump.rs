@@ -35,7 +35,10 @@ pub(crate) async fn pump(
         // cannot take yet stays available in the broker for other consumers.
         // Waiting must not block an unsubscribe: the guest may be
         // unsubscribing from inside the handler that would make the room.
+        // `biased`: a stop sent before a message arrived is seen first, so
+        // nothing published after an unsubscribe returned is taken.
         let permit = tokio::select! {
+            biased;
             r = &mut stop => break r.unwrap_or(false),
             permit = tx.reserve() => match permit {
                 Ok(permit) => permit,
@@ -46,6 +49,7 @@ pub(crate) async fn pump(
         // (without holding that room while waiting: other pumps share it).
         let room = tx.capacity().min(MAX_PUMP_BATCH);
         let deliveries = tokio::select! {
+            biased;
             r = &mut stop => break r.unwrap_or(false),
             next = sub.next_batch(1 + room) => match next {
                 Some(Ok(deliveries)) => deliveries,
@@ -73,6 +77,7 @@ pub(crate) async fn pump(
             let permit = match tx.try_reserve() {
                 Ok(permit) => Some(permit),
                 Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                    biased;
                     r = &mut stop => {
                         stopped = Some(r.unwrap_or(false));
                         None
