@@ -271,6 +271,8 @@ pub async fn ack_nack_redelivery_and_dead_letter(target: &Target) {
         backoff-ms = 20
         batch-size = 1
         dead-letter = "{ns}.dlq"
+        ack-wait-ms = 100
+        handler-timeout-ms = 500
         "#,
     )
     .await;
@@ -304,8 +306,12 @@ pub async fn ack_nack_redelivery_and_dead_letter(target: &Target) {
     let s = b.runtime.guest("flaky").unwrap().stats();
     assert_eq!(s.dead_lettered, 2);
     assert_eq!(s.redelivered, 4, "two redeliveries of each bad message");
-    // Acked messages are not delivered again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Acked messages are not delivered again: an ack the broker did not get
+    // would bring its message back within the broker's ack deadline
+    // (handler timeout + ack wait + 1 s = 1.6 s here), and the guest would
+    // publish it again.
+    let again = drain(&mut out, Duration::from_millis(2000)).await;
+    assert!(again.is_empty(), "delivered again: {again:?}");
     let s2 = b.runtime.guest("flaky").unwrap().stats();
     assert_eq!(s.delivered, s2.delivered);
 }
