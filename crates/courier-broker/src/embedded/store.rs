@@ -12,10 +12,15 @@
 //! a single batch (group commit): with [`SyncPolicy::Always`] one `fdatasync`
 //! covers every publish waiting at that moment.
 //!
-//! Layout: keyspace `queues` maps a queue id to its group and pattern;
-//! keyspace `entries` maps queue id + sequence number (both big-endian, so a
-//! scan returns a queue's messages in publish order) to the delivery attempt
-//! and the encoded message.
+//! Layout: keyspace `meta` holds key `format`, the store's format version
+//! ([`FORMAT_VERSION`], a little-endian `u32`), written and synced before
+//! anything else in a new directory and checked before anything is read;
+//! keyspace `queues` maps a queue id to its group and pattern; keyspace
+//! `entries` maps queue id + sequence number (both big-endian, so a scan
+//! returns a queue's messages in publish order) to the delivery attempt and
+//! the encoded message. A store from before the version record existed has
+//! `queues` and `entries` but no `meta`: it is format version 1 and gets the
+//! record on its next open.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +31,30 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
 use crate::{BrokerError, Message};
+
+/// The version of the on-disk format this build reads and writes.
+///
+/// It covers what Courier puts into the fjall database: the keyspace names,
+/// the key layout (`entry_key`, queue ids) and the value encodings (the
+/// queue record and `encode`). It does not cover fjall's own file format,
+/// which fjall versions and checks itself when the database is opened.
+///
+/// Raise it whenever a build could write something an older build would
+/// misread or reject: a changed or added field in a record, a new key layout,
+/// a renamed or repurposed keyspace. Raising it makes older builds refuse
+/// stores written by this one, rather than misread them; when raising it,
+/// teach `Store::open` to upgrade (or refuse) stores of the older versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The keyspace holding the format version record, and its key.
+///
+/// A keyspace rather than a file beside the database: fjall owns the
+/// directory (it keeps its own `version` marker, `lock` and `keyspaces/`
+/// there), a key is read and written under fjall's directory lock, so two
+/// processes cannot race on it, and it is journaled and synced like every
+/// other write instead of needing its own write-rename-fsync dance.
+const META_KEYSPACE: &str = "meta";
+const FORMAT_KEY: &[u8] = b"format";
 
 /// When a published message counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,6 +126,7 @@ impl Store {
         let db = Database::builder(dir)
             .open()
             .map_err(|e| storage_error(&format!("cannot open `{}`", dir.display()), e))?;
+        check_format(&db, dir)?;
         let queues = db
             .keyspace("queues", KeyspaceCreateOptions::default)
             .map_err(|e| storage_error("opening keyspace `queues`", e))?;
@@ -233,6 +263,79 @@ impl Drop for Store {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Reads the store's format version, recording it first if the store has
+/// none, and refuses a version this build cannot read. Runs before the data
+/// keyspaces are opened, so nothing is created in a store that is refused.
+fn check_format(db: &Database, dir: &Path) -> Result<(), BrokerError> {
+    // Decided before `meta` is opened: a store written before the version
+    // record existed has these keyspaces (every open created both) and no
+    // record.
+    let legacy = db.keyspace_exists("queues") || db.keyspace_exists("entries");
+    let meta = db
+        .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+        .map_err(|e| storage_error("opening keyspace `meta`", e))?;
+    let found = meta
+        .get(FORMAT_KEY)
+        .map_err(|e| storage_error("reading the store format version", e))?;
+    let version = match found {
+        Some(v) => decode_format(&v).map_err(|reason| {
+            BrokerError::Other(format!(
+                "embedded broker storage: `{}`: unreadable store format version \
+                 ({reason}); refusing to open it",
+                dir.display()
+            ))
+        })?,
+        None => {
+            // Format version 1 is what stores had before the record existed.
+            let version = if legacy { 1 } else { FORMAT_VERSION };
+            meta.insert(FORMAT_KEY, version.to_le_bytes())
+                .map_err(|e| storage_error("recording the store format version", e))?;
+            db.persist(PersistMode::SyncAll)
+                .map_err(|e| storage_error("recording the store format version", e))?;
+            if legacy {
+                tracing::info!(
+                    dir = %dir.display(),
+                    version,
+                    "embedded broker: recorded the format version of a store that had none"
+                );
+            }
+            version
+        }
+    };
+    if version > FORMAT_VERSION {
+        return Err(BrokerError::Other(format!(
+            "embedded broker storage: `{}` was written by a newer Courier: its store \
+             format version is {version}, this build supports version {FORMAT_VERSION}; \
+             open it with a newer Courier or use another data directory",
+            dir.display()
+        )));
+    }
+    if version < FORMAT_VERSION {
+        // Unreachable while FORMAT_VERSION is 1; an upgrade goes here.
+        return Err(BrokerError::Other(format!(
+            "embedded broker storage: `{}` has store format version {version}, which this \
+             build (format version {FORMAT_VERSION}) cannot upgrade",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes the format version record: a little-endian `u32`, at least 1.
+fn decode_format(b: &[u8]) -> Result<u32, String> {
+    let bytes: [u8; 4] = b.try_into().map_err(|_| {
+        format!(
+            "expected 4 bytes, found {}: {:02x?}",
+            b.len(),
+            &b[..b.len().min(16)]
+        )
+    })?;
+    match u32::from_le_bytes(bytes) {
+        0 => Err("version 0 does not exist".into()),
+        v => Ok(v),
     }
 }
 
@@ -391,5 +494,150 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(decode(&longer), None);
+    }
+
+    fn message() -> Message {
+        let mut m = Message::new("jobs.a", "payload");
+        m.content_type = Some("text/plain".into());
+        m.set_meta("k", "v");
+        m
+    }
+
+    /// Opens `dir` with fjall alone, as another build of Courier would.
+    fn raw_meta(dir: &Path) -> (Database, Keyspace) {
+        let db = Database::builder(dir).open().unwrap();
+        let meta = db
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+            .unwrap();
+        (db, meta)
+    }
+
+    /// The format version record as stored, undecoded.
+    fn recorded_format(dir: &Path) -> Option<Vec<u8>> {
+        let (_db, meta) = raw_meta(dir);
+        meta.get(FORMAT_KEY).unwrap().map(|v| v.to_vec())
+    }
+
+    /// Replaces the format version record (`None` deletes it).
+    fn set_format(dir: &Path, value: Option<&[u8]>) {
+        let (db, meta) = raw_meta(dir);
+        match value {
+            Some(v) => meta.insert(FORMAT_KEY, v).unwrap(),
+            None => meta.remove(FORMAT_KEY).unwrap(),
+        }
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    fn open_err(dir: &Path) -> String {
+        match Store::open(dir, SyncPolicy::Always) {
+            Ok(_) => panic!("`{}` must be refused", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_reopens_with_its_messages_and_format_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, seq) = {
+            let (store, recovered) = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+            assert!(recovered.is_empty());
+            let q = store.add_queue("workers", "jobs.*").unwrap();
+            let seq = store.reserve_seqs(1);
+            store
+                .put_all(vec![(entry_key(q, seq), encode(2, &message()))])
+                .await
+                .unwrap();
+            (q, seq)
+        };
+        assert_eq!(
+            recorded_format(dir.path()),
+            Some(FORMAT_VERSION.to_le_bytes().to_vec())
+        );
+        let (_store, recovered) = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(recovered.len(), 1);
+        let r = &recovered[0];
+        assert_eq!(
+            (r.id, r.group.as_str(), r.pattern.as_str()),
+            (q, "workers", "jobs.*")
+        );
+        assert_eq!(r.entries, [(seq, 2, message())]);
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), SyncPolicy::Always).unwrap());
+        let newer = (FORMAT_VERSION + 1).to_le_bytes();
+        set_format(dir.path(), Some(&newer));
+        let err = open_err(dir.path());
+        for part in [
+            "written by a newer Courier".to_string(),
+            format!("version is {}", FORMAT_VERSION + 1),
+            format!("supports version {FORMAT_VERSION}"),
+            dir.path().display().to_string(),
+        ] {
+            assert!(err.contains(&part), "`{part}` missing from: {err}");
+        }
+        // Refused, not overwritten.
+        assert_eq!(recorded_format(dir.path()), Some(newer.to_vec()));
+    }
+
+    #[test]
+    fn an_unreadable_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), SyncPolicy::Always).unwrap());
+        for (value, reason) in [
+            (&b"banana"[..], "expected 4 bytes, found 6"),
+            (&b""[..], "expected 4 bytes, found 0"),
+            (&[1, 0, 0][..], "expected 4 bytes, found 3"),
+            (&0u32.to_le_bytes()[..], "version 0 does not exist"),
+        ] {
+            set_format(dir.path(), Some(value));
+            let err = open_err(dir.path());
+            assert!(
+                err.contains("unreadable store format version") && err.contains(reason),
+                "{value:?}: {err}"
+            );
+            assert!(err.contains(&dir.path().display().to_string()), "{err}");
+            assert_eq!(recorded_format(dir.path()).as_deref(), Some(value));
+        }
+    }
+
+    #[test]
+    fn a_store_without_a_format_version_is_version_1_and_gets_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a build from before the version record wrote: `queues` and
+        // `entries`, no `meta`.
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let queues = db
+                .keyspace("queues", KeyspaceCreateOptions::default)
+                .unwrap();
+            let entries = db
+                .keyspace("entries", KeyspaceCreateOptions::default)
+                .unwrap();
+            let mut v = Vec::new();
+            put_str(&mut v, "workers");
+            put_str(&mut v, "jobs.*");
+            queues.insert(7u64.to_be_bytes(), v).unwrap();
+            entries
+                .insert(entry_key(7, 3), encode(1, &message()))
+                .unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+            assert!(!db.keyspace_exists(META_KEYSPACE));
+        }
+        let check = |dir: &Path| {
+            let (store, recovered) = Store::open(dir, SyncPolicy::Always).unwrap();
+            drop(store);
+            assert_eq!(recovered.len(), 1);
+            assert_eq!(recovered[0].id, 7);
+            assert_eq!(recovered[0].entries, [(3, 1, message())]);
+            assert_eq!(recorded_format(dir), Some(1u32.to_le_bytes().to_vec()));
+        };
+        check(dir.path());
+        // Likewise with `meta` present but the record gone.
+        set_format(dir.path(), None);
+        assert_eq!(recorded_format(dir.path()), None);
+        check(dir.path());
     }
 }
