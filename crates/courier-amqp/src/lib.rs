@@ -10,6 +10,7 @@
 //! queue; competing subscriptions of a group share a durable queue named
 //! after the group and pattern. Channel patterns become binding keys (`*`,
 //! `#`).
+#![deny(missing_docs)]
 
 pub mod consume;
 pub mod options;

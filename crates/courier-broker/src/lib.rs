@@ -8,6 +8,7 @@
 //! Backends for real brokers live in their own crates and implement the same
 //! trait; the dispatcher and the `wasi:messaging` host never see which broker
 //! is behind a client.
+#![deny(missing_docs)]
 
 pub mod backend;
 pub mod embedded;

@@ -7,6 +7,7 @@
 //!   (QoS 1) or PUBCOMP (QoS 2).
 //! - [`subscriber`]: one connection per subscription, with manual acks: the
 //!   PUBACK goes out only once the guest settled the message.
+#![deny(missing_docs)]
 
 pub mod options;
 pub mod publisher;

@@ -8,6 +8,7 @@
 //!   explicit ack, nak with delay and term.
 //!
 //! Channels are NATS subjects already, so patterns need no translation.
+#![deny(missing_docs)]
 
 pub mod core;
 pub mod headers;

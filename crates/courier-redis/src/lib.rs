@@ -8,6 +8,7 @@
 //!   message's fields as stream fields, redelivery of stale entries with
 //!   `XAUTOCLAIM`, and the attempt from the entry's delivery counter.
 //! - [`fields`]: message ↔ stream entry fields.
+#![deny(missing_docs)]
 
 pub mod fields;
 pub mod options;
