@@ -13,11 +13,29 @@ use async_trait::async_trait;
 use courier_broker::backend::{Delivery, Mode, Subscription, SubscriptionSpec};
 use courier_broker::retry::{LocalRetries, Next};
 use courier_broker::{BrokerError, Message};
+use futures::StreamExt;
 
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
 
-/// Publishes on core NATS and waits until the server has them (a flush).
+/// Waits until the server has processed everything sent so far (a PING and
+/// its PONG), within `timeout`.
+async fn flush(
+    client: &async_nats::Client,
+    timeout: Duration,
+    operation: &'static str,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(timeout, client.flush()).await {
+        Ok(r) => r.map_err(connection_error),
+        Err(_) => Err(BrokerError::Timeout {
+            operation,
+            after: timeout,
+        }),
+    }
+}
+
+/// Publishes on core NATS and waits until they are written to the server (a
+/// flush; core NATS gives no receipt).
 pub async fn publish(
     client: &async_nats::Client,
     messages: Vec<Message>,
@@ -35,19 +53,42 @@ pub async fn publish(
         };
         sent.map_err(connection_error)?;
     }
-    match tokio::time::timeout(timeout, client.flush()).await {
-        Ok(r) => r.map_err(connection_error),
+    flush(client, timeout, "nats publish").await
+}
+
+/// Waits until the server has processed everything this connection sent so
+/// far: a message to an inbox of our own comes back only after it (a flush
+/// only writes to the socket; the server reads each connection in order but
+/// connections independently of each other).
+async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), BrokerError> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(connection_error)?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(connection_error)?;
+    match tokio::time::timeout(timeout, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(connection_error(
+            "the connection closed during a round trip",
+        )),
         Err(_) => Err(BrokerError::Timeout {
-            operation: "nats publish",
+            operation: "nats subscribe",
             after: timeout,
         }),
     }
 }
 
-/// Subscribes on core NATS: a plain subscription, or a queue group.
+/// Subscribes on core NATS: a plain subscription, or a queue group. Returns
+/// once the server has the subscription (a round trip), so that whatever is
+/// published after it, from any connection, reaches it.
 pub async fn subscribe(
     client: &async_nats::Client,
     spec: SubscriptionSpec,
+    timeout: Duration,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     let subject = spec.pattern.as_str().to_string();
     let subscriber = match &spec.mode {
@@ -55,6 +96,7 @@ pub async fn subscribe(
         Mode::Competing { group } => client.queue_subscribe(subject, group.clone()).await,
     }
     .map_err(connection_error)?;
+    round_trip(client, timeout).await?;
     Ok(Box::new(CoreSubscription {
         subscriber: Some(subscriber),
         retries: LocalRetries::new(),

@@ -155,7 +155,7 @@ impl Backend for NatsBackend {
                         "subscription option `{k}` needs a JetStream client (options.jetstream = true)"
                     )));
                 }
-                core::subscribe(&self.client, spec).await
+                core::subscribe(&self.client, spec, self.timeout).await
             }
         }
     }

@@ -3,6 +3,9 @@
 //! Imports are async and trappable (a host failure that is not the guest's
 //! fault — a missing resource — traps instead of returning an `error`); the
 //! `client` resource is [`crate::Client`] in the store's `ResourceTable`.
+//! The generated code is documented by the WIT, not here.
+
+#![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     path: "../../wit",

@@ -12,15 +12,43 @@
 //! [`courier_broker::Backend`]s, and [`Consumer`] changes subscriptions and
 //! settles deliveries (Courier's dispatcher implements both).
 //!
-//! ```ignore
-//! struct State { messaging: WasiMessagingCtx, table: ResourceTable }
+//! An embedder keeps a [`WasiMessagingCtx`] and a resource table in its store
+//! state, gives a view of them, and adds the world's imports to its linker:
+//!
+//! ```
+//! use courier_wasi_messaging::{WasiMessaging, WasiMessagingCtx, WasiMessagingView};
+//! use wasmtime::component::{Linker, ResourceTable};
+//! use wasmtime::{Config, Engine};
+//!
+//! struct State {
+//!     messaging: WasiMessagingCtx,
+//!     table: ResourceTable,
+//! }
+//!
 //! impl WasiMessagingView for State {
 //!     fn messaging(&mut self) -> WasiMessaging<'_> {
-//!         WasiMessaging { ctx: &self.messaging, table: &mut self.table }
+//!         WasiMessaging {
+//!             ctx: &self.messaging,
+//!             table: &mut self.table,
+//!         }
 //!     }
 //! }
+//!
+//! # fn main() -> wasmtime::Result<()> {
+//! let mut config = Config::new();
+//! config.wasm_component_model(true);
+//! let engine = Engine::new(&config)?;
+//! let mut linker: Linker<State> = Linker::new(&engine);
 //! courier_wasi_messaging::add_to_linker(&mut linker)?;
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! The context holds the guest's grants ([`GuestPolicy`]) and the embedder's
+//! [`Connector`] and [`Consumer`]; a store is made with that state, and the
+//! guest's `handler` export is called through [`bindings::Messaging`].
+
+#![deny(missing_docs)]
 
 pub mod bindings;
 mod convert;
