@@ -32,6 +32,43 @@ struct Waiting {
     queued: VecDeque<Done>,
     /// Sent, waiting for the acknowledgement of this packet id.
     sent: HashMap<u16, Done>,
+    /// How many of `queued` (the first ones) had their requests taken into
+    /// the event loop's pending list when the connection was last lost:
+    /// rumqttc drops that list when the broker starts a new session.
+    doomed: usize,
+}
+
+impl Waiting {
+    /// The live connection was lost: every request waiting now is in
+    /// rumqttc's pending list (it drains its channel into it), to be resent
+    /// if the session resumes. (A waiter pushed in the instant between that
+    /// drain and this call would be counted wrongly; the window is the
+    /// length of a channel send.)
+    fn lost(&mut self) {
+        self.doomed = self.queued.len();
+    }
+
+    /// Connected again. In a new session rumqttc dropped the pending
+    /// requests and the unacknowledged publishes: they never get an
+    /// acknowledgement, so their publishers are told now (else every later
+    /// acknowledgement would go to the wrong waiter).
+    fn reconnected(&mut self, session_present: bool) {
+        let doomed = std::mem::take(&mut self.doomed);
+        if session_present {
+            return;
+        }
+        let dropped = || {
+            Err(connection_error(
+                "the connection was lost before the broker acknowledged the message",
+            ))
+        };
+        for done in self.queued.drain(..doomed.min(self.queued.len())) {
+            let _ = done.send(dropped());
+        }
+        for (_, done) in self.sent.drain() {
+            let _ = done.send(dropped());
+        }
+    }
 }
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -160,9 +197,17 @@ impl Drop for Publisher {
 }
 
 async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, link: Link) {
+    // Whether the connection was up: rumqttc moves its requests into its
+    // pending list only when a live connection fails, not when a reconnect
+    // attempt does.
+    let mut up = true;
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => link.restored(),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                up = true;
+                lock(&waiting).reconnected(ack.session_present);
+                link.restored();
+            }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let mut w = lock(&waiting);
                 if w.sent.contains_key(&pkid) {
@@ -199,7 +244,10 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, l
             Ok(_) => {}
             Err(e) => {
                 // Polling again reconnects; rumqttc resends unacknowledged
-                // publishes with their packet ids.
+                // publishes with their packet ids if the session resumes.
+                if std::mem::take(&mut up) {
+                    lock(&waiting).lost();
+                }
                 let delay = link.lost(&e);
                 tokio::time::sleep(delay).await;
             }
