@@ -12,8 +12,10 @@
 //! subscription has a connection of its own and opens it again when lost.
 //! Closing cancels the consumer but leaves the channel open until every
 //! delivery handed out is settled or dropped (the deliveries hold it), so a
-//! guest that unsubscribes mid-call can still settle what it holds.
+//! guest that unsubscribes mid-call can still settle what it holds (they
+//! hold its connection too: a lapin connection closes with its last handle).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,7 +73,10 @@ pub async fn subscribe(
 }
 
 struct Open {
-    _connection: Connection,
+    /// Shared with every delivery handed out: dropping the last handle of a
+    /// lapin connection closes it, and its channels with it (which would
+    /// requeue what the guest still holds).
+    connection: Arc<Connection>,
     channel: Channel,
     consumer: Consumer,
     /// The queue's name (server-named for exclusive queues).
@@ -148,7 +153,7 @@ impl AmqpSubscription {
             .await
             .map_err(connection_error)?;
         self.open = Some(Open {
-            _connection: connection,
+            connection: Arc::new(connection),
             channel,
             consumer,
             queue,
@@ -181,7 +186,11 @@ impl Subscription for AmqpSubscription {
                 Some(Err(e)) => Err(connection_error(e)),
                 None => Err(connection_error("the consumer was cancelled")),
             };
-            let (channel, queue) = (open.channel.clone(), open.queue.clone());
+            let link = (
+                open.connection.clone(),
+                open.channel.clone(),
+                open.queue.clone(),
+            );
             let delivery = match lost {
                 Ok(d) => d,
                 Err(e) => {
@@ -192,7 +201,7 @@ impl Subscription for AmqpSubscription {
                     return Some(Err(e));
                 }
             };
-            let Some(delivery) = self.accept(delivery, &channel, &queue).await else {
+            let Some(delivery) = self.accept(delivery, &link.0, &link.1, &link.2).await else {
                 continue;
             };
             return Some(Ok(delivery));
@@ -216,7 +225,10 @@ impl Subscription for AmqpSubscription {
         let timeout = self.options.connect_timeout;
         let handed_back = async {
             while let Some(Ok(delivery)) = open.consumer.next().await {
-                if let Some(d) = self.accept(delivery, &open.channel, &open.queue).await {
+                if let Some(d) = self
+                    .accept(delivery, &open.connection, &open.channel, &open.queue)
+                    .await
+                {
                     d.acker.release().await?;
                 }
             }
@@ -237,6 +249,7 @@ impl AmqpSubscription {
     async fn accept(
         &self,
         delivery: lapin::message::Delivery,
+        connection: &Arc<Connection>,
         channel: &Channel,
         queue: &str,
     ) -> Option<Delivery> {
@@ -255,6 +268,7 @@ impl AmqpSubscription {
             message: message.clone(),
             attempt,
             acker: Box::new(AmqpAcker {
+                _connection: connection.clone(),
                 acker: delivery.acker,
                 channel: channel.clone(),
                 queue: queue.to_string(),
@@ -268,6 +282,8 @@ impl AmqpSubscription {
 }
 
 struct AmqpAcker {
+    /// Keeps the connection (and so the channel) open until settled.
+    _connection: Arc<Connection>,
     acker: lapin::Acker,
     channel: Channel,
     queue: String,
