@@ -35,6 +35,7 @@ use futures::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 use wasmtime::Engine;
 
 use crate::clients::ClientPool;
@@ -92,6 +93,8 @@ pub struct GuestRuntime {
     clients: Arc<ClientPool>,
     tracker: Tracker,
     subs: Mutex<HashMap<String, ActiveSub>>,
+    /// Held by an update from start to end; `true` once the guest stops.
+    updating: Mutex<bool>,
     tx: mpsc::Sender<Inbound>,
     rx: Mutex<mpsc::Receiver<Inbound>>,
     /// Deliveries in `tx`'s queue (or carried by a worker), not yet in a batch.
@@ -128,6 +131,7 @@ impl GuestRuntime {
             clients,
             tracker: Tracker::new(),
             subs: Mutex::new(HashMap::new()),
+            updating: Mutex::new(false),
             tx,
             rx: Mutex::new(rx),
             queued: Arc::new(AtomicUsize::new(0)),
@@ -238,35 +242,23 @@ impl GuestRuntime {
     pub(crate) async fn stop(&self) {
         // Stop taking messages, but close the subscriptions only once the
         // workers are done: on some brokers (AMQP) an ack needs its channel.
+        // No update after this one (none is halfway either).
+        let mut stopped = self.updating.lock().await;
+        *stopped = true;
         let subs: Vec<ActiveSub> = self.subs.lock().await.drain().map(|(_, s)| s).collect();
+        drop(stopped);
         let mut pumps = Vec::with_capacity(subs.len());
         for s in subs {
             let _ = s.stop.send(true);
             pumps.push(s.task);
         }
         self.shutdown.send_replace(true);
-        let workers: Vec<_> = self
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for w in workers {
-            let _ = w.await;
-        }
+        join_all_of(&self.workers).await;
         self.workers_done.send_replace(true);
         for p in pumps {
             let _ = p.await;
         }
-        let closing: Vec<_> = self
-            .closing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for p in closing {
-            let _ = p.await;
-        }
+        join_all_of(&self.closing).await;
     }
 
     /// Stops a subscription's pump and keeps it to await at shutdown.
@@ -370,17 +362,34 @@ impl GuestRuntime {
         extensions: Vec<(String, String)>,
     ) -> Result<(), MessagingError> {
         let settings = self.settings_from(extensions).await?;
-        let mut subs = self.subs.lock().await;
-        let mut opened: Vec<(String, ActiveSub)> = Vec::new();
-        for pattern in &channels {
-            let key = pattern.as_str();
-            if subs.get(key).is_some_and(|s| s.settings == settings)
-                || opened.iter().any(|(k, _)| k == key)
-            {
-                continue;
+        // One update at a time (each replaces the whole set), but the set
+        // itself is locked only to read or change it, never across the
+        // network I/O of opening subscriptions.
+        let stopped = self.updating.lock().await;
+        if *stopped {
+            return Err(MessagingError::Other(format!(
+                "guest `{}` is stopping",
+                self.name
+            )));
+        }
+        let to_open: Vec<Pattern> = {
+            let subs = self.subs.lock().await;
+            let mut to_open: Vec<Pattern> = Vec::new();
+            for pattern in &channels {
+                let key = pattern.as_str();
+                if !subs.get(key).is_some_and(|s| s.settings == settings)
+                    && !to_open.iter().any(|p| p.as_str() == key)
+                {
+                    to_open.push(pattern.clone());
+                }
             }
-            match self.open(pattern.clone(), settings.clone()).await {
-                Ok(sub) => opened.push((key.to_string(), sub)),
+            to_open
+        };
+        let mut opened: Vec<(String, ActiveSub)> = Vec::new();
+        for pattern in to_open {
+            let key = pattern.as_str().to_string();
+            match self.open(pattern, settings.clone()).await {
+                Ok(sub) => opened.push((key, sub)),
                 Err(e) => {
                     for (_, s) in opened {
                         self.retire(s);
@@ -389,6 +398,7 @@ impl GuestRuntime {
                 }
             }
         }
+        let mut subs = self.subs.lock().await;
         let removed: Vec<String> = subs
             .keys()
             .filter(|k| !channels.iter().any(|p| p.as_str() == k.as_str()))
@@ -405,6 +415,7 @@ impl GuestRuntime {
             }
         }
         tracing::info!(guest = %self.name, channels = ?subs.keys().collect::<Vec<_>>(), "subscriptions updated");
+        drop(stopped);
         Ok(())
     }
 
@@ -591,14 +602,20 @@ impl GuestRuntime {
                 (n, f)
             }));
         self.stats.add(Stat::Delivered, messages.len() as u64);
-        let outcome = match self.instance(slot).await {
-            Ok(instance) => {
-                instance
-                    .call(&messages, &numbers, self.config.handler_timeout())
-                    .await
+        let ids: Vec<String> = numbers.iter().map(|n| self.tracker.id(*n)).collect();
+        let span = tracing::info_span!("handler", guest = %self.name, batch = messages.len(), deliveries = ?ids);
+        let outcome = async {
+            match self.instance(slot).await {
+                Ok(instance) => {
+                    instance
+                        .call(&messages, &numbers, self.config.handler_timeout())
+                        .await
+                }
+                Err(failure) => Err(failure),
             }
-            Err(failure) => Err(failure),
-        };
+        }
+        .instrument(span)
+        .await;
         drop(messages);
         let failure = match outcome {
             Ok(()) if self.config.ack == AckMode::Manual => {
@@ -789,6 +806,18 @@ impl GuestRuntime {
             }
             self.busy.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// Waits for every task in `tasks` (taken out of it).
+async fn join_all_of(tasks: &std::sync::Mutex<Vec<JoinHandle<()>>>) {
+    let tasks: Vec<_> = tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for t in tasks {
+        let _ = t.await;
     }
 }
 
