@@ -1,8 +1,13 @@
 //! The imports of the world, implemented over [`WasiMessagingCtx`].
+//!
+//! Each import runs in a `tracing` span named after it, with the guest and
+//! what the call is about (client, channel, message count, channels,
+//! delivery id) as fields — never payloads or metadata values.
 
 use std::future::Future;
 use std::time::Duration;
 
+use courier_broker::message::DELIVERY_ID_KEY;
 use courier_broker::pattern::{allowed_pattern, allowed_topic};
 use courier_broker::{Message, Pattern};
 use wasmtime::component::Resource;
@@ -12,6 +17,15 @@ use crate::bindings::{Error, GuestConfiguration, Message as WitMessage};
 use crate::{Client, MessagingError, WasiMessaging, from_wit};
 
 type Outcome = Result<(), Error>;
+
+/// The delivery id a guest's message refers to, for traces.
+fn delivery_id(m: &WitMessage) -> Option<&str> {
+    m.metadata
+        .as_deref()?
+        .iter()
+        .find(|(k, _)| k == DELIVERY_ID_KEY)
+        .map(|(_, v)| v.as_str())
+}
 
 impl WasiMessaging<'_> {
     fn refuse(&self, e: MessagingError) -> Error {
@@ -81,6 +95,7 @@ async fn deadline<T>(
 impl types::Host for WasiMessaging<'_> {}
 
 impl types::HostClient for WasiMessaging<'_> {
+    #[tracing::instrument(name = "connect", skip_all, fields(guest = %self.ctx.policy.name, client = %name))]
     async fn connect(&mut self, name: String) -> wasmtime::Result<Result<Resource<Client>, Error>> {
         let policy = self.ctx.policy.clone();
         let name = if name.is_empty() {
@@ -118,6 +133,7 @@ impl types::HostClient for WasiMessaging<'_> {
 }
 
 impl producer::Host for WasiMessaging<'_> {
+    #[tracing::instrument(name = "send", skip_all, fields(guest = %self.ctx.policy.name, channel = %ch, messages = m.len()))]
     async fn send(
         &mut self,
         c: Resource<Client>,
@@ -141,6 +157,11 @@ impl producer::Host for WasiMessaging<'_> {
 }
 
 impl consumer::Host for WasiMessaging<'_> {
+    #[tracing::instrument(
+        name = "update-guest-configuration",
+        skip_all,
+        fields(guest = %self.ctx.policy.name, channels = ?gc.channels)
+    )]
     async fn update_guest_configuration(
         &mut self,
         gc: GuestConfiguration,
@@ -167,11 +188,13 @@ impl consumer::Host for WasiMessaging<'_> {
         Ok(result.map_err(|e| self.refuse(e)))
     }
 
+    #[tracing::instrument(name = "complete-message", skip_all, fields(guest = %self.ctx.policy.name, delivery = delivery_id(&m)))]
     async fn complete_message(&mut self, m: WitMessage) -> wasmtime::Result<Outcome> {
         let result = self.ctx.consumer.complete(from_wit(m)).await;
         Ok(result.map_err(|e| self.refuse(e)))
     }
 
+    #[tracing::instrument(name = "abandon-message", skip_all, fields(guest = %self.ctx.policy.name, delivery = delivery_id(&m)))]
     async fn abandon_message(&mut self, m: WitMessage) -> wasmtime::Result<Outcome> {
         let result = self.ctx.consumer.abandon(from_wit(m)).await;
         Ok(result.map_err(|e| self.refuse(e)))
