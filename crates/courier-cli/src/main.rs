@@ -1,5 +1,7 @@
 //! `courier`: run `wasi:messaging` components on any broker.
 
+#![deny(missing_docs)]
+
 mod check;
 mod http;
 mod run;

@@ -10,6 +10,8 @@
 //! - [`stats`]: a guest's counters.
 //! - [`runtime`]: all guests of a configuration together.
 
+#![deny(missing_docs)]
+
 pub mod clients;
 pub mod config;
 pub mod deliveries;
