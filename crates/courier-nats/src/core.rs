@@ -18,22 +18,6 @@ use futures::StreamExt;
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
 
-/// Waits until the server has processed everything sent so far (a PING and
-/// its PONG), within `timeout`.
-async fn flush(
-    client: &async_nats::Client,
-    timeout: Duration,
-    operation: &'static str,
-) -> Result<(), BrokerError> {
-    match tokio::time::timeout(timeout, client.flush()).await {
-        Ok(r) => r.map_err(connection_error),
-        Err(_) => Err(BrokerError::Timeout {
-            operation,
-            after: timeout,
-        }),
-    }
-}
-
 /// Publishes on core NATS and waits until they are written to the server (a
 /// flush; core NATS gives no receipt).
 pub async fn publish(
@@ -53,7 +37,13 @@ pub async fn publish(
         };
         sent.map_err(connection_error)?;
     }
-    flush(client, timeout, "nats publish").await
+    match tokio::time::timeout(timeout, client.flush()).await {
+        Ok(r) => r.map_err(connection_error),
+        Err(_) => Err(BrokerError::Timeout {
+            operation: "nats publish",
+            after: timeout,
+        }),
+    }
 }
 
 /// Waits until the server has processed everything this connection sent so

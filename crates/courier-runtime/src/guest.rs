@@ -824,8 +824,9 @@ async fn join_all_of(tasks: &std::sync::Mutex<Vec<JoinHandle<()>>>) {
 /// The ack deadline given to the broker: later than Courier's own (which
 /// counts from the end of the handler call), so that Courier, which counts
 /// the attempt, acts first while it runs; the broker's deadline takes over
-/// only when no Courier is there (a crash).
-fn broker_ack_wait(ack_wait: Duration, handler_timeout: Duration) -> Duration {
+/// only when no Courier is there (a crash). Public so that tests can wait
+/// out exactly this window.
+pub fn broker_ack_wait(ack_wait: Duration, handler_timeout: Duration) -> Duration {
     handler_timeout + ack_wait + (ack_wait / 2).max(Duration::from_secs(1))
 }
 

@@ -20,11 +20,15 @@ const ACK_WAIT_MS: u64 = 150;
 const HANDLER_TIMEOUT_MS: u64 = 200;
 
 /// How long a remote broker may hold an unsettled delivery before it hands
-/// it over again: the host asks for the handler timeout plus the ack wait
-/// plus a margin of at least a second. A case on a remote broker ends by
-/// listening this long (and a little more) for anything the model does not
-/// expect, since such a broker cannot be asked what it still holds.
-const REDELIVERY_WINDOW: Duration = Duration::from_millis(HANDLER_TIMEOUT_MS + ACK_WAIT_MS + 1500);
+/// it over again (the deadline the host gives it), and a margin. A case on
+/// a remote broker ends by listening this long for anything the model does
+/// not expect, since such a broker cannot be asked what it still holds.
+fn redelivery_window() -> Duration {
+    courier_runtime::guest::broker_ack_wait(
+        Duration::from_millis(ACK_WAIT_MS),
+        Duration::from_millis(HANDLER_TIMEOUT_MS),
+    ) + Duration::from_millis(500)
+}
 
 /// A backend the model runs on.
 pub struct Target {
@@ -305,7 +309,7 @@ async fn run_case(
     if result.is_ok() && !target.embedded {
         // Whatever the broker still holds shows up within its redelivery
         // window; the model expects nothing more.
-        if let Ok(Some(m)) = tokio::time::timeout(REDELIVERY_WINDOW, rx.recv()).await {
+        if let Ok(Some(m)) = tokio::time::timeout(redelivery_window(), rx.recv()).await {
             result = event(&mut checker, &channels, &m, case.batch_size).and_then(|()| {
                 Err(Violation(format!(
                     "after the last step settled: {}",
