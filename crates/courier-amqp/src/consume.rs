@@ -31,7 +31,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
-use crate::options::{AmqpOptions, parse_prefetch};
+use crate::options::{AmqpExtensions, AmqpOptions};
 use crate::properties::{from_delivery, to_properties};
 use crate::{AmqpBackend, KIND, connection_error, redact, wait_confirms};
 
@@ -40,18 +40,14 @@ pub async fn subscribe(
     backend: &AmqpBackend,
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
-    let prefetch = match spec.options.get("prefetch") {
-        None => backend
-            .options
-            .prefetch
-            .unwrap_or_else(|| u16::try_from(spec.prefetch.max(1)).unwrap_or(u16::MAX)),
-        Some(v) => parse_prefetch(v).ok_or_else(|| {
-            BrokerError::Invalid(format!("prefetch: expected 1 to 65535, got `{v}`"))
-        })?,
+    let extensions: AmqpExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
+    let prefetch = match extensions.prefetch.or(backend.options.prefetch) {
+        Some(n) => n.get(),
+        None => u16::try_from(spec.prefetch.max(1)).unwrap_or(u16::MAX),
     };
-    let (queue, exclusive) = match (&spec.mode, spec.options.get("durable")) {
+    let (queue, exclusive) = match (&spec.mode, extensions.durable) {
         (Mode::Competing { group }, _) => (format!("courier.{group}.{}", spec.pattern), false),
-        (Mode::Broadcast, Some(name)) => (name.clone(), false),
+        (Mode::Broadcast, Some(name)) => (name, false),
         (Mode::Broadcast, None) => (String::new(), true),
     };
     let mut sub = AmqpSubscription {
@@ -137,7 +133,7 @@ impl AmqpSubscription {
             .queue_bind(
                 queue.as_str().into(),
                 self.options.exchange.as_str().into(),
-                self.spec.pattern.to_amqp().into(),
+                crate::binding_key(&self.spec.pattern).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

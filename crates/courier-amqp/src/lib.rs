@@ -1,6 +1,8 @@
 //! The AMQP 0-9-1 (RabbitMQ) backend of Courier.
 //!
-//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`options`]: the client options of `[clients.NAME.options]` and the
+//!   subscription extensions, typed.
+//! - [`Amqp`]: the backend's entry in the registry (`backend = "amqp"`).
 //! - [`properties`]: message fields ↔ AMQP properties and headers.
 //! - [`consume`]: subscriptions on queues bound to the topic exchange.
 //!
@@ -9,7 +11,7 @@
 //! confirmed every message. A broadcast subscription reads its own exclusive
 //! queue; competing subscriptions of a group share a durable queue named
 //! after the group and pattern. Channel patterns become binding keys (`*`,
-//! `#`).
+//! `#`, see [`binding_key`]).
 #![deny(missing_docs)]
 
 pub mod consume;
@@ -26,7 +28,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-pub use options::{AmqpOptions, CLIENT_OPTION_KEYS};
+pub use options::{AmqpExtensions, AmqpOptions};
 
 pub(crate) const KIND: &str = "amqp";
 
@@ -34,8 +36,50 @@ pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
-/// Subscription option keys (`extensions`) the AMQP backend understands.
-pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "prefetch"];
+/// The AMQP backend in the registry: `backend = "amqp"`, a url
+/// (`amqp://user:pass@host:port/vhost`) and [`AmqpOptions`].
+pub struct Amqp;
+
+#[async_trait]
+impl courier_broker::factory::BackendFactory for Amqp {
+    const KIND: &'static str = KIND;
+    const REMOTE: bool = true;
+    type Options = AmqpOptions;
+    type Extensions = AmqpExtensions;
+
+    fn check(options: &AmqpOptions) -> Result<(), BrokerError> {
+        options.check()
+    }
+
+    fn features(options: &AmqpOptions) -> Features {
+        features(options)
+    }
+
+    async fn connect(
+        &self,
+        url: &str,
+        options: &AmqpOptions,
+    ) -> Result<std::sync::Arc<dyn Backend>, BrokerError> {
+        Ok(std::sync::Arc::new(
+            AmqpBackend::connect(url, options).await?,
+        ))
+    }
+}
+
+/// What an AMQP client promises: everything, durable when its queues and
+/// messages are.
+fn features(options: &AmqpOptions) -> Features {
+    Features {
+        durable: options.durable,
+        ..Features::ALL
+    }
+}
+
+/// The binding key of a channel pattern on the topic exchange: `*` stays,
+/// `>` becomes `#`.
+pub fn binding_key(pattern: &courier_broker::Pattern) -> String {
+    pattern.render(".", "*", "#")
+}
 
 /// A connection to an AMQP 0-9-1 broker.
 pub struct AmqpBackend {
@@ -50,13 +94,10 @@ pub struct AmqpBackend {
 impl AmqpBackend {
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`) and declares
     /// the topic exchange.
-    pub async fn connect(
-        url: &str,
-        options: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Self, BrokerError> {
+    pub async fn connect(url: &str, options: &AmqpOptions) -> Result<Self, BrokerError> {
         let backend = Self {
             url: url.to_string(),
-            options: AmqpOptions::parse(options)?,
+            options: options.clone(),
             link: Mutex::new(None),
             health: Link::new(KIND, format!("{} (publisher)", redact(url))),
         };
@@ -142,14 +183,7 @@ impl Backend for AmqpBackend {
     }
 
     fn features(&self) -> Features {
-        Features {
-            durable: self.options.durable,
-            ..Features::ALL
-        }
-    }
-
-    fn option_keys(&self) -> &'static [&'static str] {
-        SUBSCRIPTION_OPTION_KEYS
+        features(&self.options)
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {

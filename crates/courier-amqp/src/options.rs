@@ -1,16 +1,15 @@
-//! Client options of the AMQP backend (`[clients.NAME.options]`).
+//! Client options of the AMQP backend (`[clients.NAME.options]`) and the
+//! subscription extensions it understands, as typed `serde` structs.
 
-use std::collections::BTreeMap;
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
-use courier_broker::options::OptionMap;
+use serde::Deserialize;
 
-/// Every key of `[clients.NAME.options]` the AMQP backend understands.
-pub const CLIENT_OPTION_KEYS: &[&str] = &["exchange", "durable", "prefetch", "connect-timeout-ms"];
-
-/// Parsed client options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[clients.NAME.options]` of an `amqp` client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AmqpOptions {
     /// The topic exchange every message goes through (default `courier`).
     pub exchange: String,
@@ -18,51 +17,67 @@ pub struct AmqpOptions {
     pub durable: bool,
     /// Unacknowledged deliveries per subscription (basic.qos); by default
     /// sized from the guest's batch size and concurrency.
-    pub prefetch: Option<u16>,
+    pub prefetch: Option<NonZeroU16>,
     /// Deadline of connecting and of each publisher confirm.
+    #[serde(
+        rename = "connect-timeout-ms",
+        deserialize_with = "courier_broker::factory::millis"
+    )]
     pub connect_timeout: Duration,
 }
 
-impl AmqpOptions {
-    /// Parses options, naming any unknown key or bad value.
-    pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        let o = OptionMap::new("amqp", options, CLIENT_OPTION_KEYS)?;
-        let exchange = o.get("exchange").unwrap_or("courier").to_string();
-        if exchange.is_empty() {
-            return Err(o.invalid("exchange", "a name", ""));
+impl Default for AmqpOptions {
+    fn default() -> Self {
+        Self {
+            exchange: "courier".into(),
+            durable: true,
+            prefetch: None,
+            connect_timeout: Duration::from_secs(5),
         }
-        Ok(Self {
-            exchange,
-            durable: o.flag("durable", true)?,
-            prefetch: o.positive("prefetch")?,
-            connect_timeout: o.millis("connect-timeout-ms", Duration::from_secs(5))?,
-        })
     }
 }
 
-/// A prefetch count: 1 to 65535.
-pub fn parse_prefetch(v: &str) -> Option<u16> {
-    v.parse().ok().filter(|n| *n > 0)
+impl AmqpOptions {
+    /// Checks what the types cannot.
+    pub fn check(&self) -> Result<(), BrokerError> {
+        if self.exchange.is_empty() {
+            return Err(BrokerError::Invalid(
+                "amqp option `exchange`: expected a name, got ``".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Subscription extensions of the AMQP backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AmqpExtensions {
+    /// A named, durable queue for a broadcast subscription (kept across
+    /// restarts) instead of an exclusive one.
+    pub durable: Option<String>,
+    /// Unacknowledged deliveries of this subscription (1 to 65535).
+    pub prefetch: Option<NonZeroU16>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<AmqpOptions, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn parses_and_names_bad_keys() {
-        let o = AmqpOptions::parse(&BTreeMap::new()).unwrap();
+        let o = parse("").unwrap();
         assert_eq!(
             (o.exchange.as_str(), o.durable, o.prefetch),
             ("courier", true, None)
         );
-        let bad = |k: &str, v: &str| {
-            AmqpOptions::parse(&[(k.to_string(), v.to_string())].into_iter().collect())
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(bad("exchang", "x").contains("`exchang`"));
-        assert!(bad("prefetch", "0").contains("`prefetch`"));
-        assert!(bad("durable", "maybe").contains("`durable`"));
+        assert!(parse("exchang = \"x\"").unwrap_err().contains("exchang"));
+        assert!(parse("prefetch = 0").is_err());
+        assert!(parse("durable = \"maybe\"").is_err());
+        assert!(parse("exchange = \"\"").unwrap().check().is_err());
     }
 }

@@ -78,8 +78,9 @@ pub struct SubscriptionSpec {
     /// How many unsettled deliveries the consumer can hold at once (its
     /// queue and batches); backends with a prefetch window size it from this.
     pub prefetch: usize,
-    /// Backend-specific options (`durable`, `qos`, `offset`, ...), already
-    /// checked against [`Backend::option_keys`].
+    /// Backend-specific extensions (`durable`, `qos`, `offset`, ...), as
+    /// text; each backend reads them into its typed struct with
+    /// [`crate::extensions::parse`].
     pub options: BTreeMap<String, String>,
 }
 
@@ -114,13 +115,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What this backend promises.
     fn features(&self) -> Features;
-
-    /// Subscription option keys this backend understands, beyond the ones the
-    /// dispatcher handles itself. Any other key is refused with an error that
-    /// names it.
-    fn option_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
 
     /// Publishes `messages`, each on its own topic, returning once the broker
     /// accepted all of them.

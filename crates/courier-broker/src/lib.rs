@@ -2,19 +2,20 @@
 //!
 //! This crate defines what every message broker looks like to Courier — the
 //! [`Backend`] trait and the types that cross it ([`Message`], [`Delivery`],
-//! [`SubscriptionSpec`]) — and ships the embedded in-process broker, which is
-//! what `courier run` uses when no broker is configured.
+//! [`SubscriptionSpec`]) — and how a backend declares itself to the host
+//! ([`factory::BackendFactory`], [`factory::Registry`]).
 //!
-//! Backends for real brokers live in their own crates and implement the same
-//! trait; the dispatcher and the `wasi:messaging` host never see which broker
-//! is behind a client.
+//! Each broker lives in a crate of its own (`courier-embedded`, the default
+//! in-process broker; `courier-nats`, `courier-redis`, `courier-amqp`,
+//! `courier-mqtt`) and implements the same traits; the dispatcher and the
+//! `wasi:messaging` host never see which broker is behind a client.
 #![deny(missing_docs)]
 
 pub mod backend;
-pub mod embedded;
 pub mod error;
+pub mod extensions;
+pub mod factory;
 pub mod message;
-pub mod options;
 pub mod pattern;
 pub mod reconnect;
 pub mod retry;
@@ -22,7 +23,6 @@ pub mod retry;
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,
 };
-pub use embedded::EmbeddedBroker;
 pub use error::BrokerError;
 pub use message::Message;
 pub use pattern::Pattern;

@@ -81,6 +81,11 @@ impl Pattern {
         &self.source
     }
 
+    /// `>`: every channel.
+    pub fn everything() -> Self {
+        Pattern::parse(">").expect("`>` is a pattern")
+    }
+
     /// Whether the pattern has no wildcard.
     pub fn is_literal(&self) -> bool {
         self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
@@ -121,17 +126,11 @@ impl Pattern {
         theirs.next().is_none()
     }
 
-    /// The pattern in MQTT syntax: `/` separators, `+` and `#` wildcards.
-    pub fn to_mqtt(&self) -> String {
-        self.join("/", "+", "#")
-    }
-
-    /// The pattern as an AMQP topic-exchange binding key: `*` and `#`.
-    pub fn to_amqp(&self) -> String {
-        self.join(".", "*", "#")
-    }
-
-    fn join(&self, sep: &str, one: &str, rest: &str) -> String {
+    /// The pattern in another broker's syntax: tokens joined by `sep`, with
+    /// `one` for `*` and `rest` for `>`. Each backend translates with it in
+    /// its own crate (MQTT: `/`, `+`, `#`; an AMQP topic exchange: `.`, `*`,
+    /// `#`).
+    pub fn render(&self, sep: &str, one: &str, rest: &str) -> String {
         let parts: Vec<&str> = self
             .tokens
             .iter()
@@ -142,6 +141,23 @@ impl Pattern {
             })
             .collect();
         parts.join(sep)
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = BrokerError;
+
+    fn from_str(s: &str) -> Result<Self, BrokerError> {
+        Pattern::parse(s)
+    }
+}
+
+/// A pattern in configuration: text in NATS syntax, refused with the reason
+/// when it is not a valid pattern.
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Pattern::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -226,7 +242,7 @@ mod tests {
 
     #[test]
     fn translation() {
-        assert_eq!(p("a.*.>").to_mqtt(), "a/+/#");
-        assert_eq!(p("a.*.>").to_amqp(), "a.*.#");
+        assert_eq!(p("a.*.>").render("/", "+", "#"), "a/+/#");
+        assert_eq!(p("in").render("/", "+", "#"), "in");
     }
 }

@@ -23,7 +23,7 @@ pub struct AppState {
 }
 
 /// Binds `addr` and serves in the background.
-pub async fn serve(addr: &str, state: AppState) -> anyhow::Result<JoinHandle<()>> {
+pub async fn serve(addr: std::net::SocketAddr, state: AppState) -> anyhow::Result<JoinHandle<()>> {
     let max_body = state.max_body;
     let app = Router::new()
         .route("/v1/channels/{channel}", post(publish))

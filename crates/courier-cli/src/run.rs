@@ -32,7 +32,7 @@ pub struct RunArgs {
     name: Option<String>,
     /// Subscribe the guest to CH (repeatable).
     #[arg(long = "subscribe", value_name = "CH")]
-    subscribe: Vec<String>,
+    subscribe: Vec<Pattern>,
     /// Publish each line of standard input to CH; exit when all is settled.
     #[arg(long, value_name = "CH")]
     stdin: Option<String>,
@@ -43,7 +43,7 @@ pub struct RunArgs {
     print: Vec<String>,
     /// Serve HTTP ingress, /metrics and /healthz on ADDR.
     #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
+    listen: Option<std::net::SocketAddr>,
     /// Store the embedded broker's point-to-point queues in DIR, so that a
     /// crash or restart loses no accepted message (`host.data-dir`).
     #[arg(long, value_name = "DIR")]
@@ -57,7 +57,7 @@ fn configure(args: &RunArgs) -> anyhow::Result<Config> {
         None => Config::default(),
     };
     if let Some(listen) = &args.listen {
-        config.host.listen = Some(listen.clone());
+        config.host.listen = Some(*listen);
     }
     if let Some(dir) = &args.data_dir {
         config.host.data_dir = Some(dir.clone());
@@ -77,8 +77,8 @@ fn configure(args: &RunArgs) -> anyhow::Result<Config> {
                 "no [guests.{name}] in the config: the guest may publish and subscribe anywhere"
             );
             GuestConfig {
-                allow_publish: vec![">".into()],
-                allow_subscribe: Some(vec![">".into()]),
+                allow_publish: vec![Pattern::everything()],
+                allow_subscribe: Some(vec![Pattern::everything()]),
                 ..GuestConfig::default()
             }
         });
@@ -87,7 +87,7 @@ fn configure(args: &RunArgs) -> anyhow::Result<Config> {
         if guest.subscribe.is_empty()
             && let Some(ch) = &args.stdin
         {
-            guest.subscribe.push(ch.clone());
+            guest.subscribe.push(Pattern::parse_literal(ch)?);
         }
     } else if !args.subscribe.is_empty() {
         bail!("--subscribe needs a COMPONENT");
@@ -117,7 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         printers.push(print(ingress.clone(), ch).await?);
     }
     runtime.start().await?;
-    let server = match &host.listen {
+    let server = match host.listen {
         Some(addr) => Some(
             http::serve(
                 addr,

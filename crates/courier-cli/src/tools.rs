@@ -10,7 +10,6 @@ use clap::Args;
 use courier_broker::{Backend, Message, Pattern, SubscriptionSpec};
 use courier_runtime::Config;
 use courier_runtime::clients::ClientPool;
-use courier_runtime::config::BackendKind;
 use tokio::io::AsyncBufReadExt;
 
 /// Which configured client to use.
@@ -60,7 +59,7 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Arc<dyn Backend>> {
             args.config.display()
         );
     };
-    if client.backend == BackendKind::Embedded {
+    if !client.remote {
         bail!(
             "client `{}` is the embedded broker, which lives inside a running `courier run`: \
              publish to it with POST /v1/channels/CHANNEL on its --listen address",

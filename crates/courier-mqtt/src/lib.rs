@@ -1,6 +1,8 @@
 //! The MQTT 5 backend of Courier.
 //!
-//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`options`]: the client options of `[clients.NAME.options]` and the
+//!   subscription extensions, typed.
+//! - [`Mqtt`]: the backend's entry in the registry (`backend = "mqtt"`).
 //! - [`topics`]: channels ↔ MQTT topics (`.` ↔ `/`, `*` ↔ `+`, `>` ↔ `#`)
 //!   and message fields ↔ MQTT 5 properties.
 //! - [`publisher`]: the publishing connection; `send` returns on PUBACK
@@ -17,7 +19,7 @@ pub mod topics;
 use async_trait::async_trait;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
-pub use options::{CLIENT_OPTION_KEYS, MqttOptions};
+pub use options::{MqttExtensions, MqttOptions};
 
 pub(crate) const KIND: &str = "mqtt";
 
@@ -25,8 +27,38 @@ pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
-/// Subscription option keys (`extensions`) the MQTT backend understands.
-pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["qos", "durable"];
+/// The MQTT 5 backend in the registry: `backend = "mqtt"`, a url
+/// (`mqtt://host:port`) and [`MqttOptions`].
+pub struct Mqtt;
+
+#[async_trait]
+impl courier_broker::factory::BackendFactory for Mqtt {
+    const KIND: &'static str = KIND;
+    const REMOTE: bool = true;
+    type Options = MqttOptions;
+    type Extensions = MqttExtensions;
+
+    fn features(_: &MqttOptions) -> Features {
+        FEATURES
+    }
+
+    async fn connect(
+        &self,
+        url: &str,
+        options: &MqttOptions,
+    ) -> Result<std::sync::Arc<dyn Backend>, BrokerError> {
+        Ok(std::sync::Arc::new(
+            MqttBackend::connect(url, options).await?,
+        ))
+    }
+}
+
+/// What an MQTT client promises.
+const FEATURES: Features = Features {
+    // Subscriptions are clean sessions unless `durable` names one.
+    durable: false,
+    ..Features::ALL
+};
 
 /// A connection to an MQTT 5 broker.
 pub struct MqttBackend {
@@ -36,11 +68,8 @@ pub struct MqttBackend {
 
 impl MqttBackend {
     /// Connects to `url` (`mqtt://host:port`).
-    pub async fn connect(
-        url: &str,
-        options: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Self, BrokerError> {
-        let options = MqttOptions::parse(url, options)?;
+    pub async fn connect(url: &str, options: &MqttOptions) -> Result<Self, BrokerError> {
+        let options = options.at(url)?;
         let publisher = publisher::Publisher::connect(&options).await?;
         Ok(Self { options, publisher })
     }
@@ -53,15 +82,7 @@ impl Backend for MqttBackend {
     }
 
     fn features(&self) -> Features {
-        Features {
-            // Subscriptions are clean sessions unless `durable` names one.
-            durable: false,
-            ..Features::ALL
-        }
-    }
-
-    fn option_keys(&self) -> &'static [&'static str] {
-        SUBSCRIPTION_OPTION_KEYS
+        FEATURES
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {

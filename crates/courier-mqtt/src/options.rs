@@ -1,44 +1,80 @@
-//! Client options of the MQTT backend (`[clients.NAME.options]`).
+//! Client options of the MQTT backend (`[clients.NAME.options]`) and the
+//! subscription extensions it understands, as typed `serde` structs.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
-use courier_broker::options::OptionMap;
 use rumqttc::v5::mqttbytes::QoS;
+use serde::{Deserialize, Deserializer};
 
-/// Every key of `[clients.NAME.options]` the MQTT backend understands.
-pub const CLIENT_OPTION_KEYS: &[&str] = &["qos", "client-id", "connect-timeout-ms"];
-
-/// Parsed client options.
-#[derive(Debug, Clone)]
+/// `[clients.NAME.options]` of an `mqtt` client, with the broker's address
+/// from its url.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MqttOptions {
-    /// Broker host.
+    /// Broker host (from the url).
+    #[serde(skip)]
     pub host: String,
-    /// Broker port.
+    /// Broker port (from the url).
+    #[serde(skip)]
     pub port: u16,
-    /// QoS of publishing and of subscriptions (default 1).
+    /// QoS of publishing and of subscriptions: 0, 1 or 2 (default 1).
+    #[serde(deserialize_with = "qos")]
     pub qos: QoS,
     /// Prefix of the client ids Courier makes (default `courier`).
     pub client_id: String,
     /// Deadline of connecting and of each acknowledgement.
+    #[serde(
+        rename = "connect-timeout-ms",
+        deserialize_with = "courier_broker::factory::millis"
+    )]
     pub connect_timeout: Duration,
 }
 
-/// A QoS level from `0`, `1` or `2`.
-pub fn parse_qos(v: &str) -> Option<QoS> {
-    match v {
-        "0" => Some(QoS::AtMostOnce),
-        "1" => Some(QoS::AtLeastOnce),
-        "2" => Some(QoS::ExactlyOnce),
-        _ => None,
+impl Default for MqttOptions {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 1883,
+            qos: QoS::AtLeastOnce,
+            client_id: "courier".into(),
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
+/// Subscription extensions of the MQTT backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MqttExtensions {
+    /// QoS of this subscription: 0, 1 or 2.
+    #[serde(deserialize_with = "some_qos")]
+    pub qos: Option<QoS>,
+    /// The client id of a persistent session, kept by the broker while
+    /// Courier is away.
+    pub durable: Option<String>,
+}
+
+/// A QoS level from `0`, `1` or `2`.
+fn qos<'de, D: Deserializer<'de>>(d: D) -> Result<QoS, D::Error> {
+    match u8::deserialize(d)? {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        n => Err(serde::de::Error::custom(format!(
+            "expected 0, 1 or 2, got {n}"
+        ))),
+    }
+}
+
+fn some_qos<'de, D: Deserializer<'de>>(d: D) -> Result<Option<QoS>, D::Error> {
+    qos(d).map(Some)
+}
+
 impl MqttOptions {
-    /// Parses the url (`mqtt://host:port`) and options.
-    pub fn parse(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        let o = OptionMap::new("mqtt", options, CLIENT_OPTION_KEYS)?;
+    /// These options with the broker's address taken from `url`
+    /// (`mqtt://host:port`).
+    pub fn at(&self, url: &str) -> Result<Self, BrokerError> {
         let rest = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
@@ -55,17 +91,10 @@ impl MqttOptions {
             ),
             None => (rest.to_string(), 1883),
         };
-        let qos = match o.get("qos") {
-            None => QoS::AtLeastOnce,
-            Some(v) => parse_qos(v).ok_or_else(|| o.invalid("qos", "0, 1 or 2", v))?,
-        };
-        let connect_timeout = o.millis("connect-timeout-ms", Duration::from_secs(5))?;
         Ok(Self {
             host,
             port,
-            qos,
-            client_id: o.get("client-id").unwrap_or("courier").to_string(),
-            connect_timeout,
+            ..self.clone()
         })
     }
 }
@@ -74,23 +103,20 @@ impl MqttOptions {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<MqttOptions, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn parses_url_and_options() {
-        let o = MqttOptions::parse("mqtt://127.0.0.1:1884", &BTreeMap::new()).unwrap();
+        let o = parse("").unwrap().at("mqtt://127.0.0.1:1884").unwrap();
         assert_eq!(
             (o.host.as_str(), o.port, o.qos),
             ("127.0.0.1", 1884, QoS::AtLeastOnce)
         );
-        let bad = |k: &str, v: &str| {
-            MqttOptions::parse(
-                "mqtt://h",
-                &[(k.to_string(), v.to_string())].into_iter().collect(),
-            )
-            .unwrap_err()
-            .to_string()
-        };
-        assert!(bad("qos", "3").contains("`qos`"));
-        assert!(bad("q0s", "1").contains("`q0s`"));
-        assert!(MqttOptions::parse("http://h", &BTreeMap::new()).is_err());
+        assert_eq!(parse("qos = 2").unwrap().qos, QoS::ExactlyOnce);
+        assert!(parse("qos = 3").unwrap_err().contains("0, 1 or 2"));
+        assert!(parse("q0s = 1").unwrap_err().contains("q0s"));
+        assert!(parse("").unwrap().at("http://h").is_err());
     }
 }

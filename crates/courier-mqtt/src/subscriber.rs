@@ -28,7 +28,7 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::watch;
 
-use crate::options::{MqttOptions, parse_qos};
+use crate::options::{MqttExtensions, MqttOptions};
 use crate::publisher::{client_id, connected, mqtt_options};
 use crate::topics::{from_publish, to_filter};
 use crate::{KIND, connection_error};
@@ -38,19 +38,16 @@ pub async fn subscribe(
     options: &MqttOptions,
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
-    let qos = match spec.options.get("qos") {
-        None => options.qos,
-        Some(v) => parse_qos(v)
-            .ok_or_else(|| BrokerError::Invalid(format!("qos: expected 0, 1 or 2, got `{v}`")))?,
-    };
+    let extensions: MqttExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
+    let qos = extensions.qos.unwrap_or(options.qos);
     let group = match &spec.mode {
         Mode::Competing { group } => Some(group.as_str()),
         Mode::Broadcast => None,
     };
     let filter = to_filter(&spec.pattern, group);
-    let durable = spec.options.get("durable");
+    let durable = extensions.durable;
     let id = durable
-        .cloned()
+        .clone()
         .unwrap_or_else(|| client_id(&options.client_id, "sub"));
     let mut mqtt = mqtt_options(options, id);
     mqtt.set_manual_acks(true);

@@ -35,11 +35,13 @@ pub fn to_channel(topic: &str) -> String {
     topic.replace('/', ".")
 }
 
-/// The MQTT topic filter of a pattern; with `group`, a shared subscription.
+/// The MQTT topic filter of a pattern (`/` separators, `+` and `#`
+/// wildcards); with `group`, a shared subscription.
 pub fn to_filter(pattern: &Pattern, group: Option<&str>) -> String {
+    let filter = pattern.render("/", "+", "#");
     match group {
-        Some(g) => format!("$share/{g}/{}", pattern.to_mqtt()),
-        None => pattern.to_mqtt(),
+        Some(g) => format!("$share/{g}/{filter}"),
+        None => filter,
     }
 }
 

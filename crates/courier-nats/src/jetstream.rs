@@ -26,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
-use crate::options::{JetStreamOptions, Storage};
+use crate::options::{self, JetStreamOptions, NatsExtensions, Storage};
 
 /// A JetStream context bound to the client's stream.
 pub struct JetStream {
@@ -147,30 +147,23 @@ impl JetStream {
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
         let filter = spec.pattern.as_str();
-        let name = match (&spec.mode, spec.options.get("durable")) {
+        let extensions: NatsExtensions =
+            courier_broker::extensions::parse(crate::KIND, &spec.options)?;
+        let name = match (&spec.mode, &extensions.durable) {
             (Mode::Competing { group }, _) => Some(consumer_name(group, filter)),
             (Mode::Broadcast, Some(durable)) => Some(consumer_name(durable, filter)),
             (Mode::Broadcast, None) => None,
         };
-        let deliver_policy = match spec.options.get("deliver-policy").map(String::as_str) {
+        let deliver_policy = match extensions.deliver_policy {
             None if name.is_some() => DeliverPolicy::All,
             None => DeliverPolicy::New,
-            Some("all") => DeliverPolicy::All,
-            Some("new") => DeliverPolicy::New,
-            Some("last") => DeliverPolicy::Last,
-            Some(v) => {
-                return Err(BrokerError::Invalid(format!(
-                    "deliver-policy: expected all, new or last, got `{v}`"
-                )));
-            }
+            Some(options::DeliverPolicy::All) => DeliverPolicy::All,
+            Some(options::DeliverPolicy::New) => DeliverPolicy::New,
+            Some(options::DeliverPolicy::Last) => DeliverPolicy::Last,
         };
-        let max_ack_pending = match spec.options.get("max-ack-pending") {
+        let max_ack_pending = match extensions.max_ack_pending {
             None => i64::try_from(spec.prefetch).unwrap_or(i64::MAX).max(1000),
-            Some(v) => v.parse().ok().filter(|n: &i64| *n > 0).ok_or_else(|| {
-                BrokerError::Invalid(format!(
-                    "max-ack-pending: expected a number above 0, got `{v}`"
-                ))
-            })?,
+            Some(n) => n.get(),
         };
         let config = pull::Config {
             durable_name: name.clone(),

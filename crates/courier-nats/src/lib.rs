@@ -1,6 +1,8 @@
 //! The NATS backend of Courier: core NATS and JetStream.
 //!
-//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`options`]: the client options of `[clients.NAME.options]` and the
+//!   subscription extensions, typed.
+//! - [`Nats`]: the backend's entry in the registry (`backend = "nats"`).
 //! - [`headers`]: message fields ↔ NATS headers and reply subjects.
 //! - [`core`]: core NATS subscriptions (broadcast and queue groups), with
 //!   in-process redelivery since core NATS has no acks.
@@ -22,10 +24,61 @@ use async_trait::async_trait;
 use courier_broker::reconnect::{Link, backoff};
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
-pub use options::{CLIENT_OPTION_KEYS, NatsOptions};
+pub use options::{NatsExtensions, NatsOptions};
 
-/// Subscription option keys (`extensions`) the NATS backend understands.
-pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "deliver-policy", "max-ack-pending"];
+/// The NATS backend in the registry: `backend = "nats"`, a url
+/// (`nats://host:port`) and [`NatsOptions`].
+pub struct Nats;
+
+#[async_trait]
+impl courier_broker::factory::BackendFactory for Nats {
+    const KIND: &'static str = KIND;
+    const REMOTE: bool = true;
+    type Options = NatsOptions;
+    type Extensions = NatsExtensions;
+
+    fn check(options: &NatsOptions) -> Result<(), BrokerError> {
+        options.check()
+    }
+
+    fn features(options: &NatsOptions) -> Features {
+        features(options.jetstream)
+    }
+
+    fn check_extensions(
+        options: &NatsOptions,
+        extensions: &NatsExtensions,
+    ) -> Result<(), BrokerError> {
+        if options.jetstream || *extensions == NatsExtensions::default() {
+            Ok(())
+        } else {
+            Err(core_takes_no_extensions())
+        }
+    }
+
+    async fn connect(
+        &self,
+        url: &str,
+        options: &NatsOptions,
+    ) -> Result<Arc<dyn Backend>, BrokerError> {
+        Ok(Arc::new(NatsBackend::connect(url, options).await?))
+    }
+}
+
+/// What a NATS client promises: everything; durable on JetStream.
+fn features(jetstream: bool) -> Features {
+    Features {
+        durable: jetstream,
+        ..Features::ALL
+    }
+}
+
+fn core_takes_no_extensions() -> BrokerError {
+    BrokerError::Invalid(
+        "subscription extensions (`durable`, `deliver-policy`, `max-ack-pending`) need a JetStream client (options.jetstream = true)"
+            .into(),
+    )
+}
 
 pub(crate) const KIND: &str = "nats";
 
@@ -47,11 +100,7 @@ impl NatsBackend {
     /// exponential backoff ([`courier_broker::reconnect`]); losses and
     /// recoveries are logged and counted. While it is disconnected,
     /// `publish` fails at once with [`BrokerError::Connection`].
-    pub async fn connect(
-        url: &str,
-        options: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Self, BrokerError> {
-        let options = NatsOptions::parse(options)?;
+    pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
         let link = Arc::new(Link::new(KIND, url.to_string()));
         let connect = async_nats::ConnectOptions::new()
             .connection_timeout(options.connect_timeout)
@@ -91,11 +140,10 @@ impl NatsBackend {
                 )));
             }
         };
-        let js = match &options.jetstream {
-            Some(js) => Some(
-                jetstream::JetStream::new(client.clone(), js.clone(), options.connect_timeout)
-                    .await?,
-            ),
+        let js = match options.jetstream() {
+            Some(js) => {
+                Some(jetstream::JetStream::new(client.clone(), js, options.connect_timeout).await?)
+            }
             None => None,
         };
         Ok(Self {
@@ -118,14 +166,7 @@ impl Backend for NatsBackend {
     }
 
     fn features(&self) -> Features {
-        Features {
-            durable: self.js.is_some(),
-            ..Features::ALL
-        }
-    }
-
-    fn option_keys(&self) -> &'static [&'static str] {
-        SUBSCRIPTION_OPTION_KEYS
+        features(self.js.is_some())
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
@@ -150,10 +191,10 @@ impl Backend for NatsBackend {
         match &self.js {
             Some(js) => js.subscribe(spec).await,
             None => {
-                if let Some(k) = spec.options.keys().next() {
-                    return Err(BrokerError::Invalid(format!(
-                        "subscription option `{k}` needs a JetStream client (options.jetstream = true)"
-                    )));
+                let extensions: NatsExtensions =
+                    courier_broker::extensions::parse(KIND, &spec.options)?;
+                if extensions != NatsExtensions::default() {
+                    return Err(core_takes_no_extensions());
                 }
                 core::subscribe(&self.client, spec, self.timeout).await
             }

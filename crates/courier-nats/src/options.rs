@@ -1,27 +1,55 @@
-//! Client options of the NATS backend (`[clients.NAME.options]`).
+//! Client options of the NATS backend (`[clients.NAME.options]`) and the
+//! subscription extensions it understands, as typed `serde` structs.
 
-use std::collections::BTreeMap;
+use std::num::NonZeroI64;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
-use courier_broker::options::OptionMap;
-
-/// Every key of `[clients.NAME.options]` the NATS backend understands.
-pub const CLIENT_OPTION_KEYS: &[&str] = &[
-    "jetstream",
-    "stream",
-    "subjects",
-    "storage",
-    "connect-timeout-ms",
-];
+use serde::{Deserialize, Deserializer};
 
 /// Where JetStream keeps a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Storage {
     /// On disk: survives a server restart.
+    #[default]
     File,
     /// In memory.
     Memory,
+}
+
+/// `[clients.NAME.options]` of a `nats` client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NatsOptions {
+    /// Publish to and consume from a JetStream stream (durable, acked).
+    pub jetstream: bool,
+    /// The stream (default `COURIER`).
+    pub stream: Option<String>,
+    /// Subjects of the stream, used when Courier creates it: a list, or
+    /// one text of comma-separated subjects.
+    #[serde(deserialize_with = "subjects")]
+    pub subjects: Option<Vec<String>>,
+    /// Storage of a stream Courier creates: `file` (default) or `memory`.
+    pub storage: Option<Storage>,
+    /// Deadline of the first connection and of each request.
+    #[serde(
+        rename = "connect-timeout-ms",
+        deserialize_with = "courier_broker::factory::millis"
+    )]
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            jetstream: false,
+            stream: None,
+            subjects: None,
+            storage: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// JetStream settings of a client.
@@ -35,85 +63,129 @@ pub struct JetStreamOptions {
     pub storage: Storage,
 }
 
-/// Parsed client options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsOptions {
-    /// `Some` when `jetstream = true`.
-    pub jetstream: Option<JetStreamOptions>,
-    /// Deadline of the first connection.
-    pub connect_timeout: Duration,
-}
-
 impl NatsOptions {
-    /// Parses options, naming any unknown key or bad value.
-    pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        let o = OptionMap::new("nats", options, CLIENT_OPTION_KEYS)?;
-        let jetstream = o.flag("jetstream", false)?;
-        o.require(&["stream", "subjects", "storage"], ("jetstream", jetstream))?;
-        let connect_timeout = o.millis("connect-timeout-ms", Duration::from_secs(5))?;
-        let stream = o.get("stream").unwrap_or("COURIER").to_string();
-        if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']) {
-            return Err(o.invalid("stream", "a name without `.`, `*`, `>` or spaces", &stream));
+    /// Checks keys that depend on each other: `stream`, `subjects` and
+    /// `storage` are JetStream settings, and a stream's name has no `.`,
+    /// wildcard or space.
+    pub fn check(&self) -> Result<(), BrokerError> {
+        if !self.jetstream {
+            let set = [
+                ("stream", self.stream.is_some()),
+                ("subjects", self.subjects.is_some()),
+                ("storage", self.storage.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(BrokerError::Invalid(format!(
+                    "nats option `{key}` needs `jetstream = true`"
+                )));
+            }
         }
-        let subjects: Vec<String> = o
-            .get("subjects")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        let storage = match o.get("storage").unwrap_or("file") {
-            "file" => Storage::File,
-            "memory" => Storage::Memory,
-            v => return Err(o.invalid("storage", "file or memory", v)),
-        };
-        Ok(Self {
-            jetstream: jetstream.then_some(JetStreamOptions {
-                stream,
-                subjects,
-                storage,
-            }),
-            connect_timeout,
+        if let Some(stream) = &self.stream
+            && (stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']))
+        {
+            return Err(BrokerError::Invalid(format!(
+                "nats option `stream`: expected a name without `.`, `*`, `>` or spaces, got `{stream}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The JetStream settings, when `jetstream = true`.
+    pub fn jetstream(&self) -> Option<JetStreamOptions> {
+        self.jetstream.then(|| JetStreamOptions {
+            stream: self.stream.clone().unwrap_or_else(|| "COURIER".into()),
+            subjects: self.subjects.clone().unwrap_or_default(),
+            storage: self.storage.unwrap_or_default(),
         })
     }
+}
+
+/// Subjects as a list, or as one comma-separated text.
+fn subjects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Subjects {
+        Text(String),
+        List(Vec<String>),
+    }
+    let list = match Subjects::deserialize(d)? {
+        Subjects::Text(t) => t.split(',').map(str::to_string).collect(),
+        Subjects::List(l) => l,
+    };
+    Ok(Some(
+        list.into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    ))
+}
+
+/// Where a new JetStream consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliverPolicy {
+    /// Everything the stream holds.
+    All,
+    /// Only messages published from now on.
+    New,
+    /// The last message, then new ones.
+    Last,
+}
+
+/// Subscription extensions of the NATS backend (JetStream only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NatsExtensions {
+    /// A durable consumer name for a broadcast subscription.
+    pub durable: Option<String>,
+    /// Where a new consumer starts (default: `all` for durable consumers,
+    /// `new` for the others).
+    pub deliver_policy: Option<DeliverPolicy>,
+    /// Unacknowledged messages the server lets the consumer hold.
+    pub max_ack_pending: Option<NonZeroI64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<NatsOptions, BrokerError> {
-        NatsOptions::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    fn parse(text: &str) -> Result<NatsOptions, String> {
+        let o: NatsOptions = toml::from_str(text).map_err(|e| e.to_string())?;
+        o.check().map_err(|e| e.to_string())?;
+        Ok(o)
     }
 
     #[test]
     fn defaults_and_jetstream() {
-        let o = parse(&[]).unwrap();
-        assert_eq!(o.jetstream, None);
-        let o = parse(&[("jetstream", "true"), ("subjects", "a.>, b.*")]).unwrap();
-        let js = o.jetstream.unwrap();
+        assert_eq!(parse("").unwrap().jetstream(), None);
+        let js = parse("jetstream = true\nsubjects = \"a.>, b.*\"")
+            .unwrap()
+            .jetstream()
+            .unwrap();
         assert_eq!(js.stream, "COURIER");
         assert_eq!(js.subjects, vec!["a.>", "b.*"]);
         assert_eq!(js.storage, Storage::File);
+        let js = parse("jetstream = true\nsubjects = [\"a.>\"]\nstorage = \"memory\"")
+            .unwrap()
+            .jetstream()
+            .unwrap();
+        assert_eq!(
+            (js.subjects, js.storage),
+            (vec!["a.>".into()], Storage::Memory)
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse(&[("jetstram", "true")]).unwrap_err().to_string();
+        let e = parse("jetstram = true").unwrap_err();
         assert!(e.contains("jetstram"), "{e}");
-        let e = parse(&[("jetstream", "yes")]).unwrap_err().to_string();
-        assert!(e.contains("`jetstream`"), "{e}");
-        let e = parse(&[("stream", "S")]).unwrap_err().to_string();
+        let e = parse("jetstream = \"yes\"").unwrap_err();
+        assert!(e.contains("jetstream") || e.contains("boolean"), "{e}");
+        let e = parse("stream = \"S\"").unwrap_err();
         assert!(e.contains("needs `jetstream = true`"), "{e}");
-        let e = parse(&[("jetstream", "true"), ("stream", "a.b")])
-            .unwrap_err()
-            .to_string();
+        let e = parse("jetstream = true\nstream = \"a.b\"").unwrap_err();
         assert!(e.contains("`stream`"), "{e}");
+        let e = parse("connect-timeout-ms = 0").unwrap_err();
+        assert!(e.contains("above 0"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! The Redis backend of Courier: pub/sub or Streams with consumer groups.
 //!
-//! - [`options`]: the client options of `[clients.NAME.options]`.
+//! - [`options`]: the client options of `[clients.NAME.options]` and the
+//!   subscription extensions, typed.
+//! - [`Redis`]: the backend's entry in the registry (`backend = "redis"`).
 //! - [`pubsub`]: `PUBLISH` / `PSUBSCRIBE`: broadcast only, at most once, the
 //!   payload alone (Redis pub/sub has no headers), redelivery in process.
 //! - [`streams`]: `XADD` / `XREADGROUP` / `XACK`: durable, broadcast (a group
@@ -22,7 +24,7 @@ use courier_broker::reconnect::Link;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use options::{CLIENT_OPTION_KEYS, RedisOptions};
+pub use options::{RedisExtensions, RedisOptions};
 
 pub(crate) const KIND: &str = "redis";
 
@@ -30,8 +32,62 @@ pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
-/// Subscription option keys (`extensions`) the Redis backend understands.
-pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "start"];
+/// The Redis backend in the registry: `backend = "redis"`, a url
+/// (`redis://host:port/db`) and [`RedisOptions`].
+pub struct Redis;
+
+#[async_trait]
+impl courier_broker::factory::BackendFactory for Redis {
+    const KIND: &'static str = KIND;
+    const REMOTE: bool = true;
+    type Options = RedisOptions;
+    type Extensions = RedisExtensions;
+
+    fn check(options: &RedisOptions) -> Result<(), BrokerError> {
+        options.check()
+    }
+
+    fn features(options: &RedisOptions) -> Features {
+        features(options)
+    }
+
+    fn check_extensions(
+        options: &RedisOptions,
+        extensions: &RedisExtensions,
+    ) -> Result<(), BrokerError> {
+        if options.streams {
+            Ok(())
+        } else {
+            pubsub::no_extensions(extensions)
+        }
+    }
+
+    async fn connect(
+        &self,
+        url: &str,
+        options: &RedisOptions,
+    ) -> Result<Arc<dyn Backend>, BrokerError> {
+        Ok(Arc::new(RedisBackend::connect(url, options).await?))
+    }
+}
+
+/// What a Redis client promises: Streams are durable, with competing
+/// consumers and headers, but no wildcards; pub/sub has wildcards only.
+fn features(options: &RedisOptions) -> Features {
+    if options.streams {
+        Features {
+            wildcards: false,
+            ..Features::ALL
+        }
+    } else {
+        Features {
+            durable: false,
+            native_headers: false,
+            competing: false,
+            ..Features::ALL
+        }
+    }
+}
 
 /// A connection to a Redis server.
 pub struct RedisBackend {
@@ -44,11 +100,8 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects to `url` (`redis://host:port/db`).
-    pub async fn connect(
-        url: &str,
-        options: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Self, BrokerError> {
-        let options = RedisOptions::parse(options)?;
+    pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self, BrokerError> {
+        let options = options.clone();
         let client = redis::Client::open(url)
             .map_err(|e| BrokerError::Invalid(format!("redis url `{url}`: {e}")))?;
         let conn = manager(&client, &options).await?;
@@ -92,23 +145,7 @@ impl Backend for RedisBackend {
     }
 
     fn features(&self) -> Features {
-        if self.options.streams {
-            Features {
-                wildcards: false,
-                ..Features::ALL
-            }
-        } else {
-            Features {
-                durable: false,
-                native_headers: false,
-                competing: false,
-                ..Features::ALL
-            }
-        }
-    }
-
-    fn option_keys(&self) -> &'static [&'static str] {
-        SUBSCRIPTION_OPTION_KEYS
+        features(&self.options)
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {

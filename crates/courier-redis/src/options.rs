@@ -1,39 +1,85 @@
-//! Client options of the Redis backend (`[clients.NAME.options]`).
+//! Client options of the Redis backend (`[clients.NAME.options]`) and the
+//! subscription extensions it understands, as typed `serde` structs.
 
-use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use courier_broker::BrokerError;
-use courier_broker::options::OptionMap;
+use serde::Deserialize;
 
-/// Every key of `[clients.NAME.options]` the Redis backend understands.
-pub const CLIENT_OPTION_KEYS: &[&str] = &["streams", "maxlen", "key-prefix", "connect-timeout-ms"];
-
-/// Parsed client options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[clients.NAME.options]` of a `redis` client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RedisOptions {
     /// Use Streams (durable) instead of pub/sub.
     pub streams: bool,
     /// Approximate length each stream is trimmed to on `XADD` (`MAXLEN ~`).
-    pub maxlen: Option<u64>,
+    pub maxlen: Option<NonZeroU64>,
     /// Prefix of stream keys: channel `a.b` is the stream `{prefix}a.b`.
     pub key_prefix: String,
     /// Deadline of connecting and of each command.
+    #[serde(
+        rename = "connect-timeout-ms",
+        deserialize_with = "courier_broker::factory::millis"
+    )]
     pub connect_timeout: Duration,
 }
 
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            streams: false,
+            maxlen: None,
+            key_prefix: String::new(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 impl RedisOptions {
-    /// Parses options, naming any unknown key or bad value.
-    pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
-        let o = OptionMap::new("redis", options, CLIENT_OPTION_KEYS)?;
-        let streams = o.flag("streams", false)?;
-        o.require(&["maxlen", "key-prefix"], ("streams", streams))?;
-        Ok(Self {
-            streams,
-            maxlen: o.positive("maxlen")?,
-            key_prefix: o.get("key-prefix").unwrap_or("").to_string(),
-            connect_timeout: o.millis("connect-timeout-ms", Duration::from_secs(5))?,
-        })
+    /// Checks keys that depend on each other: `maxlen` and `key-prefix` are
+    /// Streams settings.
+    pub fn check(&self) -> Result<(), BrokerError> {
+        if !self.streams && (self.maxlen.is_some() || !self.key_prefix.is_empty()) {
+            let key = if self.maxlen.is_some() {
+                "maxlen"
+            } else {
+                "key-prefix"
+            };
+            return Err(BrokerError::Invalid(format!(
+                "redis option `{key}` needs `streams = true`"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where a new consumer group starts reading a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// Only entries added from now on (`$`).
+    #[default]
+    New,
+    /// Every entry the stream holds (`0`).
+    All,
+}
+
+/// Subscription extensions of the Redis backend (Streams only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RedisExtensions {
+    /// A named consumer group for a broadcast subscription, kept across
+    /// restarts.
+    pub durable: Option<String>,
+    /// Where a new group starts: `new` or `all`.
+    pub start: Option<Start>,
+}
+
+impl RedisExtensions {
+    /// Whether any extension is set (pub/sub takes none).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -41,37 +87,23 @@ impl RedisOptions {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<RedisOptions, BrokerError> {
-        RedisOptions::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    fn parse(text: &str) -> Result<RedisOptions, String> {
+        let o: RedisOptions = toml::from_str(text).map_err(|e| e.to_string())?;
+        o.check().map_err(|e| e.to_string())?;
+        Ok(o)
     }
 
     #[test]
     fn parses_and_names_bad_keys() {
-        assert!(!parse(&[]).unwrap().streams);
-        let o = parse(&[("streams", "true"), ("maxlen", "1000")]).unwrap();
-        assert_eq!((o.streams, o.maxlen), (true, Some(1000)));
+        assert!(!parse("").unwrap().streams);
+        let o = parse("streams = true\nmaxlen = 1000").unwrap();
+        assert_eq!((o.streams, o.maxlen), (true, NonZeroU64::new(1000)));
+        assert!(parse("stream = true").unwrap_err().contains("stream"));
         assert!(
-            parse(&[("stream", "true")])
+            parse("maxlen = 10")
                 .unwrap_err()
-                .to_string()
-                .contains("`stream`")
-        );
-        assert!(
-            parse(&[("maxlen", "10")])
-                .unwrap_err()
-                .to_string()
                 .contains("needs `streams = true`")
         );
-        assert!(
-            parse(&[("streams", "true"), ("maxlen", "x")])
-                .unwrap_err()
-                .to_string()
-                .contains("`maxlen`")
-        );
+        assert!(parse("streams = true\nmaxlen = \"x\"").is_err());
     }
 }

@@ -14,6 +14,7 @@ use courier_broker::retry::{LocalRetries, Next};
 use courier_broker::{BrokerError, Message, Pattern};
 use redis::aio::{ConnectionManager, PubSubStream};
 
+use crate::options::RedisExtensions;
 use crate::{KIND, connection_error};
 
 /// Publishes each message's payload on its topic.
@@ -51,6 +52,18 @@ pub fn to_glob(pattern: &Pattern) -> String {
     glob
 }
 
+/// Pub/sub takes no subscription extensions: they are Streams settings.
+pub fn no_extensions(extensions: &RedisExtensions) -> Result<(), BrokerError> {
+    if extensions.is_empty() {
+        Ok(())
+    } else {
+        Err(BrokerError::Invalid(
+            "subscription extensions `durable` and `start` need a Streams client (options.streams = true)"
+                .into(),
+        ))
+    }
+}
+
 /// Subscribes to a pattern (broadcast only).
 pub async fn subscribe(
     client: &redis::Client,
@@ -62,11 +75,8 @@ pub async fn subscribe(
             what: "point-to-point subscriptions on pub/sub (set options.streams = true)".into(),
         });
     }
-    if let Some(k) = spec.options.keys().next() {
-        return Err(BrokerError::Invalid(format!(
-            "subscription option `{k}` needs a Streams client (options.streams = true)"
-        )));
-    }
+    let extensions: RedisExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
+    no_extensions(&extensions)?;
     let mut sub = PubSubSubscription {
         client: client.clone(),
         pattern: spec.pattern,

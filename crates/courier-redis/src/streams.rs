@@ -29,7 +29,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::fields::{from_fields, to_fields};
-use crate::options::RedisOptions;
+use crate::options::{RedisExtensions, RedisOptions, Start};
 use crate::{KIND, connection_error, manager};
 
 /// How long one `XREADGROUP` blocks; also how often stale entries are sought.
@@ -52,7 +52,7 @@ pub async fn publish(
     for m in &messages {
         let cmd = pipe.cmd("XADD").arg(key(options, &m.topic));
         if let Some(n) = options.maxlen {
-            cmd.arg("MAXLEN").arg("~").arg(n);
+            cmd.arg("MAXLEN").arg("~").arg(n.get());
         }
         cmd.arg("*");
         for (k, v) in to_fields(m) {
@@ -87,19 +87,15 @@ pub async fn subscribe(
         std::process::id(),
         CONSUMERS.fetch_add(1, Ordering::Relaxed)
     );
-    let (group, ephemeral) = match (&spec.mode, spec.options.get("durable")) {
+    let extensions: RedisExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
+    let (group, ephemeral) = match (&spec.mode, extensions.durable) {
         (Mode::Competing { group }, _) => (group.clone(), false),
-        (Mode::Broadcast, Some(durable)) => (durable.clone(), false),
+        (Mode::Broadcast, Some(durable)) => (durable, false),
         (Mode::Broadcast, None) => (format!("courier-{}-{unique}", rand_suffix()), true),
     };
-    let start = match spec.options.get("start").map(String::as_str) {
-        None | Some("new") => "$",
-        Some("all") => "0",
-        Some(v) => {
-            return Err(BrokerError::Invalid(format!(
-                "start: expected new or all, got `{v}`"
-            )));
-        }
+    let start = match extensions.start.unwrap_or_default() {
+        Start::New => "$",
+        Start::All => "0",
     };
     create_group(&mut conn, &stream, &group, start).await?;
     let reader = manager(client, options).await?;

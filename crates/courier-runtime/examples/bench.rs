@@ -500,8 +500,8 @@ async fn scaling(args: &Args) -> anyhow::Result<()> {
 /// Publishing to a stored (point-to-point) queue of the embedded broker with
 /// each sync policy, beside the in-memory broker: what durability costs.
 async fn durable(args: &Args) -> anyhow::Result<()> {
-    use courier_broker::EmbeddedBroker;
-    use courier_broker::embedded::store::SyncPolicy;
+    use courier_embedded::EmbeddedBroker;
+    use courier_embedded::SyncPolicy;
     let n: usize = args.get("messages", 20_000)?;
     let dir = tempfile::tempdir()?;
     let mut memory_rate = BTreeMap::new();

@@ -1,19 +1,21 @@
 //! The client pool: configured client names to shared broker connections.
 //!
-//! Connections are made once and shared by every guest and instance, so
-//! `client.connect` is a lookup after the first. A failed connection is not
-//! kept: the next use tries again. All `embedded` clients of one host share the
-//! one in-process broker.
+//! Connections are made once, through the backend registry, and shared by
+//! every guest and instance, so `client.connect` is a lookup after the
+//! first. A failed connection is not kept: the next use tries again. All
+//! `embedded` clients of one host share the one in-process broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use courier_broker::{Backend, BrokerError, EmbeddedBroker};
+use courier_broker::factory::Registry;
+use courier_broker::{Backend, BrokerError};
+use courier_embedded::{Embedded, EmbeddedBroker};
 use courier_wasi_messaging::Connector;
 use tokio::sync::OnceCell;
 
-use crate::config::{BackendKind, ClientConfig};
+use crate::config::ClientConfig;
 
 /// A client's connection, made once by whoever needs it first.
 type Slot = Arc<OnceCell<Arc<dyn Backend>>>;
@@ -21,6 +23,7 @@ type Slot = Arc<OnceCell<Arc<dyn Backend>>>;
 /// Named, pooled broker connections.
 pub struct ClientPool {
     configs: BTreeMap<String, ClientConfig>,
+    registry: Registry,
     embedded: EmbeddedBroker,
     connected: Mutex<HashMap<String, Slot>>,
 }
@@ -33,13 +36,16 @@ impl ClientPool {
     }
 
     /// A pool whose `embedded` clients use `embedded` (e.g. one opened on a
-    /// data directory).
+    /// data directory), and whose other clients use this build's backends.
     pub fn with_embedded(
         configs: BTreeMap<String, ClientConfig>,
         embedded: EmbeddedBroker,
     ) -> Self {
+        let mut registry = courier_registry::builtin();
+        registry.register(Embedded::new(embedded.clone()));
         Self {
             configs,
+            registry,
             embedded,
             connected: Mutex::new(HashMap::new()),
         }
@@ -55,46 +61,32 @@ impl ClientPool {
         self.configs.get(name)
     }
 
+    /// Checks subscription extensions meant for client `name`'s backend.
+    pub fn check_extensions(
+        &self,
+        name: &str,
+        extensions: &BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let config = self.client(name)?;
+        self.registry
+            .get(config.backend)
+            .ok_or_else(|| no_backend(config.backend))?
+            .check_extensions(&config.options, extensions)
+    }
+
     /// Connects client `name`, or returns its existing connection. Concurrent
     /// first uses share one connection attempt.
     pub async fn get(&self, name: &str) -> Result<Arc<dyn Backend>, BrokerError> {
-        let config = self
-            .configs
-            .get(name)
-            .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))?;
+        let config = self.client(name)?;
         let cell = self.lock().entry(name.to_string()).or_default().clone();
         let backend = cell
             .get_or_try_init(|| async {
-                // Only remote backends have a url.
-                #[cfg_attr(
-                    not(any(
-                        feature = "nats",
-                        feature = "redis",
-                        feature = "amqp",
-                        feature = "mqtt"
-                    )),
-                    allow(unused_variables)
-                )]
+                let factory = self
+                    .registry
+                    .get(config.backend)
+                    .ok_or_else(|| no_backend(config.backend))?;
                 let url = config.url.as_deref().unwrap_or_default();
-                let backend: Arc<dyn Backend> = match config.backend {
-                    BackendKind::Embedded => Arc::new(self.embedded.clone()),
-                    #[cfg(feature = "nats")]
-                    BackendKind::Nats => {
-                        Arc::new(courier_nats::NatsBackend::connect(url, &config.options).await?)
-                    }
-                    #[cfg(feature = "redis")]
-                    BackendKind::Redis => {
-                        Arc::new(courier_redis::RedisBackend::connect(url, &config.options).await?)
-                    }
-                    #[cfg(feature = "amqp")]
-                    BackendKind::Amqp => {
-                        Arc::new(courier_amqp::AmqpBackend::connect(url, &config.options).await?)
-                    }
-                    #[cfg(feature = "mqtt")]
-                    BackendKind::Mqtt => {
-                        Arc::new(courier_mqtt::MqttBackend::connect(url, &config.options).await?)
-                    }
-                };
+                let backend = factory.connect(url, &config.options).await?;
                 tracing::info!(client = name, backend = backend.kind(), "connected");
                 Ok::<_, BrokerError>(backend)
             })
@@ -102,9 +94,21 @@ impl ClientPool {
         Ok(backend.clone())
     }
 
+    fn client(&self, name: &str) -> Result<&ClientConfig, BrokerError> {
+        self.configs
+            .get(name)
+            .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.connected.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A client whose backend this build lacks (its configuration was read by
+/// another build's registry).
+fn no_backend(kind: &str) -> BrokerError {
+    BrokerError::Invalid(format!("this build of Courier has no `{kind}` backend"))
 }
 
 #[async_trait]

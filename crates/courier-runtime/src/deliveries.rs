@@ -220,7 +220,7 @@ mod tests {
             message: m,
             attempt: 1,
             source: Arc::new(Source {
-                backend: Arc::new(courier_broker::EmbeddedBroker::new()),
+                backend: Arc::new(courier_embedded::EmbeddedBroker::new()),
             }),
             waiting_since: None,
         }

@@ -46,9 +46,6 @@ use crate::pump::{Inbound, pump};
 use crate::state::GuestState;
 use crate::stats::{Stat, Stats, StatsSnapshot};
 
-/// Extension keys the dispatcher handles itself, for every backend.
-pub const COMMON_EXTENSIONS: &[&str] = &["mode", "group", "queue-group", "ack-wait-ms", "client"];
-
 /// How one subscription is made; equal settings mean the subscription can stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SubSettings {
@@ -213,12 +210,7 @@ impl GuestRuntime {
     /// ([`GuestRuntime::prepare`] first, if it has not run).
     pub(crate) async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         self.prepare().await?;
-        let channels = self
-            .config
-            .subscribe
-            .iter()
-            .map(|c| Pattern::parse(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let channels = self.config.subscribe.clone();
         let extensions = self
             .config
             .subscribe_options
@@ -315,16 +307,9 @@ impl GuestRuntime {
         if mode == DeliveryMode::PointToPoint {
             self.may_join(&group)?;
         }
-        let backend = self.clients.get(&client).await?;
-        let known = backend.option_keys();
-        if let Some(k) = rest.keys().find(|k| !known.contains(&k.as_str())) {
-            let all: Vec<&str> = COMMON_EXTENSIONS.iter().chain(known).copied().collect();
-            return Err(MessagingError::Other(format!(
-                "unknown extension `{k}` for the {} backend (known: {})",
-                backend.kind(),
-                all.join(", ")
-            )));
-        }
+        self.clients
+            .check_extensions(&client, &rest)
+            .map_err(|e| MessagingError::Other(e.to_string()))?;
         let mode = match mode {
             DeliveryMode::PubSub => Mode::Broadcast,
             DeliveryMode::PointToPoint => Mode::Competing { group },
@@ -490,11 +475,11 @@ impl GuestRuntime {
         }
         let mut batch = Vec::with_capacity(self.config.batch_size);
         batch.push(first);
-        let linger = Instant::now() + Duration::from_millis(self.config.batch_linger_ms);
+        let linger = Instant::now() + self.config.batch_linger;
         while batch.len() < self.config.batch_size {
             let next = match rx.try_recv() {
                 Ok(d) => d,
-                Err(_) if self.config.batch_linger_ms == 0 => break,
+                Err(_) if self.config.batch_linger.is_zero() => break,
                 Err(_) => match tokio::time::timeout_at(linger, rx.recv()).await {
                     Ok(Some(d)) => d,
                     _ => break,
@@ -765,7 +750,7 @@ impl GuestRuntime {
         letter.set_meta(ORIGINAL_TOPIC_KEY, letter.topic.clone());
         letter.set_meta(ATTEMPTS_KEY, attempts.to_string());
         letter.set_meta(LAST_ERROR_KEY, one_line(&reason));
-        letter.topic = channel.clone();
+        letter.topic = channel.as_str().to_string();
         match source.backend.publish(vec![letter]).await {
             Ok(()) => {
                 tracing::warn!(guest = %self.name, dead_letter = %channel, attempts, "dead-lettered: {reason}");

@@ -1,6 +1,6 @@
 //! Courier's runtime: configuration, the dispatcher and the instance pool.
 //!
-//! - [`config`]: the TOML configuration and its validation.
+//! - [`config`]: the configuration (the `courier-config` crate).
 //! - [`engine`]: the wasmtime engine, epoch deadlines, component loading.
 //! - [`clients`]: named, pooled broker connections.
 //! - [`deliveries`]: in-flight deliveries by delivery id.
@@ -13,7 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod clients;
-pub mod config;
+pub use courier_config as config;
 pub mod deliveries;
 pub mod engine;
 pub mod guest;

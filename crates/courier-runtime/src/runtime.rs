@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_broker::embedded::store::SyncPolicy;
-use courier_broker::{Backend, EmbeddedBroker, Pattern};
+use courier_broker::Backend;
+use courier_embedded::EmbeddedBroker;
 use courier_wasi_messaging::GuestPolicy;
 use courier_wasi_messaging::bindings::MessagingPre;
 use wasmtime::Engine;
@@ -92,18 +92,15 @@ impl Runtime {
         })?;
         let linker = linker(&engine)?;
         let embedded = match &config.host.data_dir {
-            Some(dir) => {
-                let sync = SyncPolicy::parse(&config.host.sync).unwrap_or_default();
-                EmbeddedBroker::open(dir, sync)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| {
-                        format!(
-                            "`host.data-dir` `{}`: cannot open the embedded broker's storage \
+            Some(dir) => EmbeddedBroker::open(dir, config.host.sync)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "`host.data-dir` `{}`: cannot open the embedded broker's storage \
                              (is another courier using it?)",
-                            dir.display()
-                        )
-                    })?
-            }
+                        dir.display()
+                    )
+                })?,
             None => EmbeddedBroker::new(),
         };
         let clients = Arc::new(ClientPool::with_embedded(config.clients.clone(), embedded));
@@ -114,21 +111,16 @@ impl Runtime {
             })?;
             let component = load_component(&engine, &path)?;
             let pre = link(&linker, &component, &path)?;
-            let parse = |list: &[String]| -> Vec<Pattern> {
-                list.iter().filter_map(|p| Pattern::parse(p).ok()).collect()
-            };
             let policy = GuestPolicy {
                 name: name.clone(),
                 default_client: guest.client.clone(),
                 clients: guest.granted_clients(),
-                publish: parse(&guest.allow_publish),
-                subscribe: parse(guest.subscribe_allow_list()),
+                publish: guest.allow_publish.clone(),
+                subscribe: guest.subscribe_allow_list().to_vec(),
                 max_message_bytes: guest.max_message_bytes,
-                broker_timeout: Duration::from_millis(
-                    clients
-                        .config(&guest.client)
-                        .map_or(5_000, |c| c.timeout_ms),
-                ),
+                broker_timeout: clients
+                    .config(&guest.client)
+                    .map_or(Duration::from_secs(5), |c| c.timeout),
             };
             guests.push(GuestRuntime::new(
                 &name,

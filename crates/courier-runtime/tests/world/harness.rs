@@ -28,7 +28,7 @@ impl Harness {
         Self { runtime }
     }
 
-    pub fn broker(&self) -> &courier_broker::EmbeddedBroker {
+    pub fn broker(&self) -> &courier_embedded::EmbeddedBroker {
         self.runtime.clients().embedded()
     }
 

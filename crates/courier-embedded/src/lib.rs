@@ -13,7 +13,13 @@
 //! queues and their unsettled messages are stored on disk ([`store`]) and
 //! come back, ready for redelivery, when the broker is opened again.
 
+#![deny(missing_docs)]
+
+mod factory;
 pub mod store;
+
+pub use factory::Embedded;
+pub use store::SyncPolicy;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -27,9 +33,11 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::{Acker, Backend, Delivery, Features, Mode, Subscription, SubscriptionSpec};
-use crate::{BrokerError, Message, Pattern};
-use store::{Store, SyncPolicy, entry_key};
+use courier_broker::{
+    Acker, Backend, BrokerError, Delivery, Features, Message, Mode, Pattern, Subscription,
+    SubscriptionSpec,
+};
+use store::{Store, entry_key};
 
 /// The embedded broker. Cloning it gives another handle to the same broker.
 #[derive(Clone, Default)]
@@ -242,7 +250,7 @@ impl Backend for EmbeddedBroker {
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BrokerError> {
-        crate::pattern::check_topics(&messages)?;
+        courier_broker::pattern::check_topics(&messages)?;
         // Runs of messages on one topic, each with the queues it goes to:
         // matched once, each queue locked and woken once per run.
         let mut runs: Vec<(Vec<Arc<Queue>>, Vec<Message>)> = Vec::new();

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
-use crate::{BrokerError, Message};
+use courier_broker::{BrokerError, Message};
 
 /// The version of the on-disk format this build reads and writes.
 ///
@@ -57,7 +57,8 @@ const META_KEYSPACE: &str = "meta";
 const FORMAT_KEY: &[u8] = b"format";
 
 /// When a published message counts as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SyncPolicy {
     /// `publish` returns after the message is on disk (`fdatasync`): nothing
     /// accepted is lost even if the machine loses power.

@@ -1,0 +1,54 @@
+//! `[host]`: host-wide settings — the HTTP endpoint, the embedded broker's
+//! storage, the compile cache, progress summaries.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use courier_embedded::SyncPolicy;
+use serde::Deserialize;
+
+/// Host-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostConfig {
+    /// Address of the HTTP endpoint (ingress, `/metrics`, `/healthz`).
+    pub listen: Option<SocketAddr>,
+    /// The client HTTP ingress and `--stdin` publish to.
+    pub ingress_client: Option<String>,
+    /// Largest message accepted at the HTTP ingress.
+    pub max_ingress_bytes: usize,
+    /// Seconds between progress summaries in the log (0 turns them off).
+    pub summary_secs: u64,
+    /// Where the embedded broker stores its point-to-point queues; without
+    /// it the embedded broker keeps messages in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When a message published to the stored embedded broker counts as
+    /// stored: `always` (fsync before `send` returns) or `os` (written to the
+    /// operating system: survives a crash of Courier, not of the machine).
+    pub sync: SyncPolicy,
+    /// Keep compiled components across runs, so that `courier run` starts
+    /// without compiling an unchanged component again.
+    pub compile_cache: bool,
+    /// Where compiled components are kept (default: `$XDG_CACHE_HOME/courier`
+    /// or `~/.cache/courier`).
+    pub cache_dir: Option<PathBuf>,
+    /// Take instances from wasmtime's pooling allocator (preallocated slots)
+    /// rather than mapping fresh memory for each.
+    pub pooling: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ingress_client: None,
+            max_ingress_bytes: 1 << 20,
+            summary_secs: 10,
+            data_dir: None,
+            sync: SyncPolicy::Always,
+            compile_cache: true,
+            cache_dir: None,
+            pooling: false,
+        }
+    }
+}

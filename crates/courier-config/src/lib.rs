@@ -1,0 +1,163 @@
+//! Courier's configuration file, read once into typed values.
+//!
+//! Clients are named connections to brokers; guests name the clients they
+//! may use (like Spin's runtime config, the names in the guest map to
+//! backends in the host's config). Everything is checked when the file is
+//! read: unknown keys and bad values with the key and the line (a backend's
+//! `options` by that backend's own typed struct, found in the
+//! [`Registry`]), references between sections and what a guest's
+//! subscriptions need from their client.
+//!
+//! - [`host`]: `[host]`, host-wide settings.
+//! - [`client`]: `[clients.NAME]`, broker connections.
+//! - [`guest`]: `[guests.NAME]`, guests with their grants and limits.
+//! - [`error`]: what is wrong, where.
+//!
+//! ```
+//! let config = courier_config::Config::from_toml(r#"
+//!     [clients.default]
+//!     backend = "embedded"
+//!
+//!     [guests.uppercase]
+//!     component = "uppercase.wasm"
+//!     subscribe = ["in"]
+//!     allow-publish = ["out"]
+//!     max-attempts = 3
+//!     dead-letter = "dlq.uppercase"
+//! "#).unwrap();
+//! assert_eq!(config.guests["uppercase"].max_attempts, 3);
+//!
+//! let err = courier_config::Config::from_toml(
+//!     "[clients.q]\nbackend = \"embedded\"\n[clients.q.options]\ndurable = true\n",
+//! ).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "invalid config: line 4 `clients.q.options.durable`: unknown field `durable`, there are no fields"
+//! );
+//! ```
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod guest;
+pub mod host;
+mod locate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use courier_broker::factory::Registry;
+use serde::Deserialize;
+
+pub use client::ClientConfig;
+pub use error::ConfigError;
+pub use guest::{AckMode, DeliveryMode, GuestConfig};
+pub use host::HostConfig;
+
+use error::invalid;
+
+/// The whole configuration file, read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Host-wide settings.
+    pub host: HostConfig,
+    /// Named broker connections.
+    pub clients: BTreeMap<String, ClientConfig>,
+    /// Guests to run, by name.
+    pub guests: BTreeMap<String, GuestConfig>,
+}
+
+/// The file as written, before the backends read their options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    host: HostConfig,
+    #[serde(default)]
+    clients: BTreeMap<String, client::RawClient>,
+    #[serde(default)]
+    guests: BTreeMap<String, GuestConfig>,
+}
+
+impl Config {
+    /// Reads and checks a config file with this build's backends; relative
+    /// component paths, `host.data-dir` and `host.cache-dir` are made
+    /// relative to the file's folder.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dir in [&mut config.host.data_dir, &mut config.host.cache_dir] {
+            if let Some(d) = dir
+                && d.is_relative()
+            {
+                *d = base.join(&*d);
+            }
+        }
+        for guest in config.guests.values_mut() {
+            if let Some(c) = &guest.component
+                && c.is_relative()
+            {
+                guest.component = Some(base.join(c));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads and checks TOML text with this build's backends
+    /// ([`courier_registry::builtin`]).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with(text, &courier_registry::builtin())
+    }
+
+    /// Reads and checks TOML text with the backends of `registry`.
+    pub fn from_toml_with(text: &str, registry: &Registry) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        let config = Config {
+            host: raw.host,
+            clients: client::resolve_all(raw.clients, registry, text)?,
+            guests: raw.guests,
+        };
+        config.validate_with(registry)?;
+        Ok(config)
+    }
+
+    /// Checks references between sections and each guest against its
+    /// clients, with this build's backends (for a configuration changed or
+    /// made in code; a file is checked when read).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&courier_registry::builtin())
+    }
+
+    /// Checks references between sections and each guest against its
+    /// clients, with the backends of `registry`.
+    pub fn validate_with(&self, registry: &Registry) -> Result<(), ConfigError> {
+        if let Some(c) = &self.host.ingress_client
+            && !self.clients.contains_key(c)
+        {
+            return Err(invalid(
+                "host.ingress-client",
+                format!("no client named `{c}`"),
+            ));
+        }
+        for (name, guest) in &self.guests {
+            guest.validate(name, &self.clients, registry)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Reading configurations: what is accepted, and how refusals name the key
+//! and the line.
+
+use std::time::Duration;
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::from_toml(text).unwrap_err().to_string()
+}
+
+#[test]
+fn full_config_parses() {
+    let c = Config::from_toml(
+        r#"
+        [host]
+        listen = "127.0.0.1:0"
+        sync = "os"
+        [clients.default]
+        backend = "embedded"
+        [guests.up]
+        component = "up.wasm"
+        subscribe = ["in.*"]
+        allow-subscribe = ["in.>"]
+        allow-publish = ["out"]
+        mode = "point-to-point"
+        max-attempts = 3
+        ack-wait-ms = 1500
+        dead-letter = "dlq"
+        "#,
+    )
+    .unwrap();
+    let g = &c.guests["up"];
+    assert_eq!(g.mode, DeliveryMode::PointToPoint);
+    assert_eq!(g.max_attempts, 3);
+    assert_eq!(g.batch_size, 100);
+    assert_eq!(g.ack_wait(), Duration::from_millis(1500));
+    assert_eq!(g.subscribe[0].as_str(), "in.*");
+    assert_eq!(g.dead_letter.as_ref().unwrap().as_str(), "dlq");
+    assert_eq!(g.granted_clients(), vec!["default".to_string()]);
+    assert_eq!(c.host.sync, courier_embedded::SyncPolicy::Os);
+    assert_eq!(c.clients["default"].backend, "embedded");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let e = err("[guests.a]\ncomponent = \"a.wasm\"\nmax-atempts = 3\n");
+    assert!(e.contains("max-atempts"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = err("[guests.a]\nclient = \"nope\"\n");
+    assert!(e.contains("guests.a.client") && e.contains("nope"), "{e}");
+    let e = err("[guests.a]\nsubscribe = [\"a..b\"]\n");
+    assert!(e.contains("line 2") && e.contains("subscribe"), "{e}");
+    let e = err("[guests.a]\nsubscribe = [\"x\"]\nallow-subscribe = [\"y\"]\n");
+    assert!(e.contains("outside allow-subscribe"), "{e}");
+    let e = err("[guests.a]\nbatch-size = 0\n");
+    assert!(e.contains("guests.a.batch-size"), "{e}");
+    let e = err("[guests.a]\nack-wait-ms = 0\n");
+    assert!(e.contains("line 2") && e.contains("above 0"), "{e}");
+    let e = err("[guests.a]\ndead-letter = \"dlq.*\"\n");
+    assert!(e.contains("line 2") && e.contains("dead-letter"), "{e}");
+    let e = err("[host]\nlisten = \"nowhere\"\n");
+    assert!(e.contains("line 2") && e.contains("listen"), "{e}");
+    let e = err("[host]\nsync = \"sometimes\"\n");
+    assert!(e.contains("line 2") && e.contains("sometimes"), "{e}");
+}
+
+#[test]
+fn unknown_backends_name_the_ones_this_build_has() {
+    let e = err("[clients.x]\nbackend = \"carrier-pigeon\"\n");
+    assert!(
+        e.contains("line 2 `clients.x.backend`") && e.contains("carrier-pigeon"),
+        "{e}"
+    );
+    assert!(e.contains("embedded"), "{e}");
+}
+
+#[test]
+fn embedded_clients_take_no_options() {
+    let e = err("[clients.x]\nbackend = \"embedded\"\n[clients.x.options]\ndurable = true\n");
+    assert!(e.contains("line 4 `clients.x.options.durable`"), "{e}");
+}
+
+#[cfg(all(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt"
+))]
+#[test]
+fn bad_backend_option_values_are_refused_when_read_naming_key_and_line() {
+    let cases = [
+        (
+            "[clients.q]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\n[clients.q.options]\njetstream = \"yes\"\n",
+            "line 6 `clients.q.options.jetstream`",
+        ),
+        (
+            "[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\noptions = { jetstream = true, connect-timeout-ms = 0 }\n",
+            "line 4 `clients.q.options.connect-timeout-ms`",
+        ),
+        (
+            "[clients.r]\nbackend = \"redis\"\nurl = \"redis://h\"\n[clients.r.options]\nstreams = true\nmaxlen = -5\n",
+            "line 6 `clients.r.options.maxlen`",
+        ),
+        (
+            "[clients.m]\nbackend = \"mqtt\"\nurl = \"mqtt://h\"\n[clients.m.options]\nqos = 3\n",
+            "line 5 `clients.m.options.qos`",
+        ),
+        (
+            "[clients.a]\nbackend = \"amqp\"\nurl = \"amqp://h\"\n[clients.a.options]\nprefetch = 70000\n",
+            "line 5 `clients.a.options.prefetch`",
+        ),
+        (
+            "[clients.a]\nbackend = \"amqp\"\nurl = \"amqp://h\"\n[clients.a.options]\nexchnage = \"x\"\n",
+            "line 5 `clients.a.options.exchnage`",
+        ),
+        // A check across keys names the options table and its line.
+        (
+            "[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\n[clients.q.options]\nstream = \"S\"\n",
+            "line 4 `clients.q.options`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = err(text);
+        assert!(e.contains(expected), "expected {expected:?} in: {e}");
+    }
+    let e = err("[clients.q]\nbackend = \"nats\"\n");
+    assert!(
+        e.contains("`clients.q.url`") && e.contains("needs a url"),
+        "{e}"
+    );
+}
+
+#[cfg(all(feature = "nats", feature = "redis"))]
+#[test]
+fn subscriptions_are_checked_against_their_client() {
+    let redis_pubsub = "[clients.default]\nbackend = \"redis\"\nurl = \"redis://h\"\n";
+    let e = err(&format!(
+        "{redis_pubsub}[guests.g]\nsubscribe = [\"in\"]\nmode = \"point-to-point\"\n"
+    ));
+    assert!(
+        e.contains("guests.g.mode") && e.contains("competing"),
+        "{e}"
+    );
+    let streams = "[clients.default]\nbackend = \"redis\"\nurl = \"redis://h\"\noptions = { streams = true }\n";
+    let e = err(&format!("{streams}[guests.g]\nsubscribe = [\"in.*\"]\n"));
+    assert!(
+        e.contains("guests.g.subscribe") && e.contains("wildcard"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{streams}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ start = \"yesterday\" }}\n"
+    ));
+    assert!(
+        e.contains("guests.g.subscribe-options") && e.contains("yesterday"),
+        "{e}"
+    );
+    let core = "[clients.default]\nbackend = \"nats\"\nurl = \"nats://h\"\n";
+    let e = err(&format!(
+        "{core}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ durable = \"d\" }}\n"
+    ));
+    assert!(e.contains("JetStream"), "{e}");
+    // Dispatcher extensions are the dispatcher's, on every backend.
+    Config::from_toml(&format!(
+        "{core}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ ack-wait-ms = 100 }}\n"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let g = GuestConfig {
+        backoff_first: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(350),
+        ..GuestConfig::default()
+    };
+    assert_eq!(g.backoff(1), Duration::from_millis(100));
+    assert_eq!(g.backoff(2), Duration::from_millis(200));
+    assert_eq!(g.backoff(3), Duration::from_millis(350));
+    assert_eq!(g.backoff(60), Duration::from_millis(350));
+}
