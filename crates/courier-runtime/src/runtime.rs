@@ -15,8 +15,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
+use crate::dispatcher::GuestRuntime;
 use crate::engine::{EngineOptions, load_component, new_engine_with};
-use crate::guest::GuestRuntime;
 use crate::state::GuestState;
 use crate::stats::StatsSnapshot;
 
