@@ -24,6 +24,7 @@
 //! - `subscriptions`: subscription settings, group rights, updates;
 //! - `pump`: from a broker subscription into the guest's queue;
 //! - `worker`: batching and the `handler` call;
+//! - `load`: what is queued and busy, and the signal of a guest gone idle;
 //! - `settlement`: accept, redeliver, dead-letter, ack deadlines;
 //! - `consumer`: a new instance and its `consumer` interface;
 //! - [`deliveries`]: in-flight deliveries by delivery id;
@@ -33,7 +34,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -48,7 +48,9 @@ use crate::clients::ClientPool;
 use crate::config::{AckMode, GuestConfig};
 use deliveries::Tracker;
 use instance::Instance;
-use pump::Inbound;
+pub use load::Activity;
+use load::Load;
+use pump::{Inbound, release};
 use state::GuestState;
 use stats::{Stats, StatsSnapshot};
 use subscriptions::ActiveSub;
@@ -56,6 +58,7 @@ use subscriptions::ActiveSub;
 mod consumer;
 pub mod deliveries;
 pub mod instance;
+mod load;
 pub(crate) mod pump;
 mod settlement;
 pub mod state;
@@ -83,11 +86,13 @@ pub struct GuestRuntime {
     subs: Mutex<HashMap<String, ActiveSub>>,
     /// Held by an update from start to end; `true` once the guest stops.
     updating: Mutex<bool>,
-    tx: mpsc::Sender<Inbound>,
+    /// The guest's queue, for new pumps; `None` once the guest stops, so
+    /// that the queue closes when the last pump has let go of it.
+    tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
     rx: Mutex<mpsc::Receiver<Inbound>>,
-    /// Deliveries in `tx`'s queue (or carried by a worker), not yet in a batch.
-    queued: Arc<AtomicUsize>,
-    busy: AtomicUsize,
+    /// Deliveries in the queue (or carried by a worker), not yet in a
+    /// batch, and workers busy.
+    load: Arc<Load>,
     stats: Stats,
     shutdown: watch::Sender<bool>,
     /// Set once every worker has stopped, at shutdown.
@@ -108,6 +113,7 @@ impl GuestRuntime {
         engine: Engine,
         pre: MessagingPre<GuestState>,
         clients: Arc<ClientPool>,
+        activity: Activity,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.batch_size * config.concurrency);
         Arc::new(Self {
@@ -120,10 +126,9 @@ impl GuestRuntime {
             tracker: Tracker::new(),
             subs: Mutex::new(HashMap::new()),
             updating: Mutex::new(false),
-            tx,
+            tx: std::sync::Mutex::new(Some(tx)),
             rx: Mutex::new(rx),
-            queued: Arc::new(AtomicUsize::new(0)),
-            busy: AtomicUsize::new(0),
+            load: Arc::new(Load::new(activity)),
             stats: Stats::new(name),
             shutdown: watch::channel(false).0,
             workers_done: watch::channel(false).0,
@@ -168,8 +173,8 @@ impl GuestRuntime {
         // The held deliveries first: whoever takes one out of the tracker
         // counts itself busy before, so that it is seen one way or the other.
         (self.config.ack == AckMode::Manual || self.tracker.is_empty())
-            && self.queued.load(Ordering::SeqCst) == 0
-            && self.busy.load(Ordering::SeqCst) == 0
+            && self.load.queued() == 0
+            && self.load.busy() == 0
     }
 
     /// Instantiates the guest once, with its configured limits, before it
@@ -226,14 +231,22 @@ impl GuestRuntime {
         Ok(())
     }
 
-    /// Stops subscriptions, lets workers finish their batch, and waits for them.
+    /// Stops subscriptions, lets workers finish their batch, hands what is
+    /// still queued back to the broker, and waits for it all.
+    ///
+    /// Every delivery the guest had is then settled (by its handling) or
+    /// handed back without an attempt counted (never handed to the guest):
+    /// another consumer of the same queue gets it at once, not after the
+    /// broker's ack deadline.
     pub(crate) async fn stop(&self) {
         // Stop taking messages, but close the subscriptions only once the
-        // workers are done: on some brokers (AMQP) an ack needs its channel.
-        // No update after this one (none is halfway either).
+        // workers are done and the queue handed back: on some brokers
+        // (AMQP) a settlement needs its channel. No update after this one
+        // (none is halfway either), and no new pump.
         let mut stopped = self.updating.lock().await;
         *stopped = true;
         let subs: Vec<ActiveSub> = self.subs.lock().await.drain().map(|(_, s)| s).collect();
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(stopped);
         let mut pumps = Vec::with_capacity(subs.len());
         for s in subs {
@@ -242,11 +255,31 @@ impl GuestRuntime {
         }
         self.shutdown.send_replace(true);
         join_all_of(&self.workers).await;
+        self.hand_back().await;
+        if self.config.ack == AckMode::Manual {
+            self.give_back_held().await;
+        }
         self.workers_done.send_replace(true);
         for p in pumps {
             let _ = p.await;
         }
         join_all_of(&self.closing).await;
+    }
+
+    /// Releases every delivery left in the queue once the workers are gone.
+    /// Each pump drops its sender as soon as it is stopped, so the queue
+    /// ends when the last one has.
+    async fn hand_back(&self) {
+        let mut rx = self.rx.lock().await;
+        let mut n = 0;
+        while let Some(inbound) = rx.recv().await {
+            release(&self.name, std::iter::once(inbound)).await;
+            self.load.hand_back(1);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(guest = %self.name, "handed {n} queued deliveries back to the broker");
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 //! refused here on arrival, before any call.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use courier_broker::message::{
@@ -157,6 +156,23 @@ impl GuestRuntime {
         }
     }
 
+    /// At shutdown, with manual acks: the deliveries the guest still holds
+    /// get no call to settle them any more, so they go back to the broker
+    /// now, their attempt counted as the broker's ack deadline would,
+    /// rather than when that deadline passes.
+    pub(super) async fn give_back_held(&self) {
+        let held = self.tracker.drain();
+        if held.is_empty() {
+            return;
+        }
+        tracing::info!(guest = %self.name, "handing {} unsettled deliveries back to the broker", held.len());
+        for f in held {
+            if let Err(e) = f.acker.nack(Duration::ZERO).await {
+                tracing::warn!(guest = %self.name, "handing back an unsettled delivery: {e}");
+            }
+        }
+    }
+
     /// With manual acks: a delivery still unsettled `ack-wait-ms` after its
     /// handler call returned has failed, and is charged like any failure.
     pub(super) async fn expire_loop(self: Arc<Self>) {
@@ -173,14 +189,14 @@ impl GuestRuntime {
             };
             // Busy while rejecting: the deliveries are out of the tracker but
             // not settled yet.
-            self.busy.fetch_add(1, Ordering::SeqCst);
+            self.load.begin();
             let expired = self.tracker.expire(before);
             if !expired.is_empty() {
                 tracing::debug!(guest = %self.name, "{} unsettled deliveries passed their ack deadline", expired.len());
                 let reason = format!("not settled within ack-wait-ms ({} ms)", wait.as_millis());
                 join_all(expired.into_iter().map(|f| self.reject(f, reason.clone()))).await;
             }
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+            self.load.end();
         }
     }
 }

@@ -219,14 +219,20 @@ impl GuestRuntime {
             prefetch: 2 * self.config.batch_size * self.config.concurrency,
             options: settings.options.clone(),
         };
+        let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(MessagingError::Other(format!(
+                "guest `{}` is stopping",
+                self.name
+            )));
+        };
         let sub = backend.subscribe(spec).await?;
         let source = Arc::new(Source { backend });
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(pump(
             sub,
             source,
-            self.tx.clone(),
-            self.queued.clone(),
+            tx,
+            self.load.clone(),
             stopped,
             self.workers_done.subscribe(),
             self.name.clone(),

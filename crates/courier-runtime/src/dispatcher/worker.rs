@@ -4,7 +4,6 @@
 //! hands what the call left unsettled to `settlement`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use courier_broker::Message;
@@ -20,16 +19,20 @@ use crate::instance::{HandlerFailure, Instance};
 use crate::stats::Stat;
 
 impl GuestRuntime {
+    /// One worker: batches until shutdown, each on the worker's instance.
     pub(super) async fn worker(self: Arc<Self>) {
         let mut instance: Option<Instance> = self.first_instance().take();
         let mut carry = None;
         while let Some(batch) = self.next_batch(&mut carry).await {
             self.handle(&mut instance, batch).await;
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+            self.load.end();
         }
     }
 
     /// Waits for a batch; `None` at shutdown. Counts the worker busy on return.
+    ///
+    /// At shutdown no new batch is started (what is queued is handed back
+    /// by `stop`), and a batch being filled stops lingering and goes as it is.
     ///
     /// A redelivered message travels alone, so that one poison message cannot
     /// take the rest of its first batch down with it again; `carry` keeps a
@@ -37,19 +40,20 @@ impl GuestRuntime {
     async fn next_batch(&self, carry: &mut Option<Inbound>) -> Option<Vec<Inbound>> {
         let isolated = |d: &Inbound| d.delivery.attempt > 1;
         // Busy before no longer queued, so that `idle` never sees neither.
-        let taken = |n: usize| self.queued.fetch_sub(n, Ordering::SeqCst);
+        let taken = |n: usize| self.load.take(n);
         if let Some(first) = carry.take() {
-            self.busy.fetch_add(1, Ordering::SeqCst);
+            self.load.begin();
             taken(1);
             return Some(vec![first]);
         }
         let mut shutdown = self.shutdown.subscribe();
         let mut rx = self.rx.lock().await;
         let first = tokio::select! {
-            d = rx.recv() => d?,
+            biased;
             _ = shutdown.wait_for(|s| *s) => return None,
+            d = rx.recv() => d?,
         };
-        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.load.begin();
         taken(1);
         if isolated(&first) {
             return Some(vec![first]);
@@ -61,9 +65,14 @@ impl GuestRuntime {
             let next = match rx.try_recv() {
                 Ok(d) => d,
                 Err(_) if self.config.batch_linger_ms == 0 => break,
-                Err(_) => match tokio::time::timeout_at(linger, rx.recv()).await {
-                    Ok(Some(d)) => d,
-                    _ => break,
+                Err(_) => tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    d = rx.recv() => match d {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(linger) => break,
                 },
             };
             if isolated(&next) {
