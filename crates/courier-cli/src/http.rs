@@ -1,5 +1,6 @@
 //! The HTTP endpoint: ingress into the broker, Prometheus metrics, health.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,8 +23,14 @@ pub struct AppState {
     pub max_body: usize,
 }
 
-/// Binds `addr` and serves in the background.
-pub async fn serve(addr: std::net::SocketAddr, state: AppState) -> anyhow::Result<JoinHandle<()>> {
+/// Binds `addr` and serves in the background until `shutdown` resolves;
+/// then it stops accepting connections and lets the requests under way
+/// finish (the task ends when they have).
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<JoinHandle<()>> {
     let max_body = state.max_body;
     let app = Router::new()
         .route("/v1/channels/{channel}", post(publish))
@@ -36,7 +43,10 @@ pub async fn serve(addr: std::net::SocketAddr, state: AppState) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!("http server: {e}");
         }
     }))

@@ -13,8 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use courier_broker::{Backend, Message, Pattern, SubscriptionSpec};
+use courier_runtime::dispatcher::Activity;
 use courier_runtime::{Config, GuestConfig, Runtime, StatsSnapshot};
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http;
@@ -112,11 +114,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let runtime = Arc::new(Runtime::new(config)?);
     let ingress = runtime.ingress().await?;
+    // Tells the printers and the progress line to stop (after the guests).
+    let (stop_tasks, tasks_stop) = watch::channel(false);
     let mut printers = Vec::new();
     for ch in &args.print {
-        printers.push(print(ingress.clone(), ch).await?);
+        printers.push(
+            print(
+                ingress.clone(),
+                ch,
+                runtime.activity().clone(),
+                tasks_stop.clone(),
+            )
+            .await?,
+        );
     }
     runtime.start().await?;
+    // Tells the HTTP server to stop (before the guests: no new ingress).
+    let (stop_server, server_stop) = watch::channel(false);
     let server = match host.listen {
         Some(addr) => Some(
             http::serve(
@@ -127,13 +141,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     metrics,
                     max_body: host.max_ingress_bytes,
                 },
+                stopped(server_stop),
             )
             .await?,
         ),
         None => None,
     };
-    let summary = (host.summary_secs > 0)
-        .then(|| tokio::spawn(summaries(runtime.clone(), host.summary_secs)));
+    let summary = (host.summary_secs > 0).then(|| {
+        tokio::spawn(summaries(
+            runtime.clone(),
+            host.summary_secs,
+            tasks_stop.clone(),
+        ))
+    });
     let outcome = match &args.stdin {
         Some(ch) => feed_stdin(&runtime, &ingress, ch).await,
         None => {
@@ -148,9 +168,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    // In order, each awaited: ingress over HTTP ends (requests under way
+    // finish), the guests stop (what they hold settled or handed back),
+    // then the printers and the progress line.
+    stop_server.send_replace(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     runtime.stop().await;
-    for task in printers.into_iter().chain(summary).chain(server) {
-        task.abort();
+    stop_tasks.send_replace(true);
+    for task in printers.into_iter().chain(summary) {
+        let _ = task.await;
     }
     let t = runtime.totals();
     tracing::info!(
@@ -164,12 +192,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// Prints every message on `ch`, one line each, and acks it once printed.
+/// Resolves once `stop` turns `true` (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Prints every message on `ch`, one line each, and acks it once printed,
+/// until `stop`; each ack bumps `activity`, for [`Runtime::drained`].
 ///
 /// On a durable broker the printer reads through a stored queue (group
 /// `courier-print`), so what was published to `ch` while this host was down
 /// or before it crashed is printed when it comes back: at least once.
-async fn print(backend: Arc<dyn Backend>, ch: &str) -> anyhow::Result<JoinHandle<()>> {
+async fn print(
+    backend: Arc<dyn Backend>,
+    ch: &str,
+    activity: Activity,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let pattern = Pattern::parse(ch).with_context(|| format!("--print {ch}"))?;
     let spec = if backend.features().durable {
         SubscriptionSpec::competing(pattern, "courier-print")
@@ -178,7 +217,14 @@ async fn print(backend: Arc<dyn Backend>, ch: &str) -> anyhow::Result<JoinHandle
     };
     let mut sub = backend.subscribe(spec).await?;
     Ok(tokio::spawn(async move {
-        while let Some(next) = sub.next().await {
+        let mut stop = std::pin::pin!(stopped(stop));
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                next = sub.next() => next,
+            };
+            let Some(next) = next else { break };
             match next {
                 Ok(d) => {
                     {
@@ -190,9 +236,13 @@ async fn print(backend: Arc<dyn Backend>, ch: &str) -> anyhow::Result<JoinHandle
                     if let Err(e) = d.acker.ack().await {
                         tracing::warn!("--print: ack failed: {e}");
                     }
+                    activity.notify();
                 }
                 Err(e) => tracing::warn!("--print: {e}"),
             }
+        }
+        if let Err(e) = sub.close().await {
+            tracing::warn!("--print: closing the subscription: {e}");
         }
     }))
 }
@@ -216,26 +266,41 @@ async fn feed_stdin(runtime: &Runtime, ingress: &Arc<dyn Backend>, ch: &str) -> 
     Ok(())
 }
 
-/// Waits until no message is queued, being handled, or unsettled in the broker.
+/// How long a run whose ingress broker cannot count its unsettled messages
+/// must stay drained, with no guest activity, before it ends.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Waits until no message is queued, being handled, or unsettled in the
+/// broker ([`Runtime::drained`]).
 async fn drain(runtime: &Runtime, ingress: &dyn Backend) {
-    // Backends that cannot count unsettled messages get a quiet period instead.
-    let needed = if ingress.unsettled().is_some() { 3 } else { 50 };
-    let mut quiet = 0;
-    while quiet < needed {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if runtime.idle() && ingress.unsettled().unwrap_or(0) == 0 {
-            quiet += 1;
-        } else {
-            quiet = 0;
+    runtime.drained().await;
+    if ingress.unsettled().is_some() {
+        return;
+    }
+    // A remote broker cannot say what it still holds (a message may be on
+    // its way to a guest): the run ends once the guests have been drained,
+    // with no activity, for a quiet period.
+    let mut changes = runtime.activity().subscribe();
+    loop {
+        changes.borrow_and_update();
+        match tokio::time::timeout(QUIET, changes.changed()).await {
+            Err(_) if runtime.idle() => return,
+            Err(_) | Ok(Ok(())) => runtime.drained().await,
+            Ok(Err(_)) => return,
         }
     }
 }
 
-/// Logs a progress line whenever the counters moved.
-async fn summaries(runtime: Arc<Runtime>, every: u64) {
+/// Logs a progress line whenever the counters moved, until `stop`.
+async fn summaries(runtime: Arc<Runtime>, every: u64, stop: watch::Receiver<bool>) {
     let mut last = StatsSnapshot::default();
+    let mut stop = std::pin::pin!(stopped(stop));
     loop {
-        tokio::time::sleep(Duration::from_secs(every)).await;
+        tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+        }
         let t = runtime.totals();
         if t != last {
             tracing::info!(

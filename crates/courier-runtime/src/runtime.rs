@@ -1,6 +1,7 @@
 //! The host as a whole: one engine, one client pool, and the guests of a
 //! configuration.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
+use crate::dispatcher::{Activity, GuestRuntime};
 use crate::engine::{EngineOptions, load_component, new_engine_with};
-use crate::guest::GuestRuntime;
 use crate::state::GuestState;
 use crate::stats::StatsSnapshot;
 
@@ -26,6 +27,8 @@ pub struct Runtime {
     clients: Arc<ClientPool>,
     guests: Vec<Arc<GuestRuntime>>,
     ingress_client: String,
+    /// Bumped whenever a guest may have become idle.
+    activity: Activity,
 }
 
 /// A linker with WASI p2 and `wasi:messaging`.
@@ -104,6 +107,7 @@ impl Runtime {
             None => EmbeddedBroker::new(),
         };
         let clients = Arc::new(ClientPool::with_embedded(config.clients.clone(), embedded));
+        let activity = Activity::new();
         let mut guests = Vec::new();
         for (name, guest) in config.guests {
             let path = guest.component.clone().with_context(|| {
@@ -129,6 +133,7 @@ impl Runtime {
                 engine.clone(),
                 pre,
                 clients.clone(),
+                activity.clone(),
             ));
         }
         Ok(Self {
@@ -136,6 +141,7 @@ impl Runtime {
             clients,
             guests,
             ingress_client,
+            activity,
         })
     }
 
@@ -199,6 +205,35 @@ impl Runtime {
     /// Whether no guest has work queued, running or held.
     pub fn idle(&self) -> bool {
         self.guests.iter().all(|g| g.idle())
+    }
+
+    /// The signal bumped whenever a guest may have become idle. Whatever
+    /// else settles messages of the embedded broker in this process (the
+    /// CLI's `--print`) bumps it too, for [`Runtime::drained`] to look again.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Resolves once every guest is idle ([`Runtime::idle`]) and the
+    /// embedded broker holds nothing unsettled in a queue someone reads —
+    /// what a finite run (`--stdin`) waits for before it stops. It looks
+    /// again each time [`Runtime::activity`] is bumped, never on a timer. A
+    /// remote broker cannot be asked what it holds: with one, only the
+    /// guests' side is known here.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + '_ {
+        let mut changes = self.activity.subscribe();
+        async move {
+            loop {
+                // Marked seen before looking: a bump after this wakes us.
+                changes.borrow_and_update();
+                if self.idle() && self.clients.embedded().unsettled().unwrap_or(0) == 0 {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 
     /// Counters summed over all guests.

@@ -24,7 +24,7 @@ const HANDLER_TIMEOUT_MS: u64 = 200;
 /// a remote broker ends by listening this long for anything the model does
 /// not expect, since such a broker cannot be asked what it still holds.
 fn redelivery_window() -> Duration {
-    courier_runtime::guest::broker_ack_wait(
+    courier_runtime::dispatcher::broker_ack_wait(
         Duration::from_millis(ACK_WAIT_MS),
         Duration::from_millis(HANDLER_TIMEOUT_MS),
     ) + Duration::from_millis(500)

@@ -9,6 +9,7 @@ use courier_broker::{Backend, Message};
 
 mod harness;
 mod settlement;
+mod shutdown;
 
 use harness::{Harness, PROBE, next, nothing};
 

@@ -130,6 +130,11 @@ impl Tracker {
         inflight.remove(&n)
     }
 
+    /// Removes and returns every delivery in flight.
+    pub fn drain(&self) -> Vec<InFlight> {
+        self.lock().drain().map(|(_, f)| f).collect()
+    }
+
     /// How many deliveries are in flight.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -1,14 +1,20 @@
 //! The pump: moves deliveries from one broker subscription into the guest's
 //! bounded queue, taking only what the queue has room for, and closes the
 //! subscription when told to (at shutdown, once the workers have settled).
+//!
+//! Every wait of a pump yields to its stop signal (`biased`, the stop
+//! first): a pump blocked on a full queue, or waiting to retry its
+//! subscription, never holds up an unsubscribe or a shutdown. A stopped
+//! pump drops its sender of the guest's queue at once, which tells the
+//! guest's shutdown that nothing more will be queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use courier_broker::{Delivery, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::load::Load;
 use crate::deliveries::Source;
 
 /// A delivery on its way to a worker.
@@ -20,17 +26,40 @@ pub(crate) struct Inbound {
 /// The most deliveries a pump takes from its subscription at once.
 const MAX_PUMP_BATCH: usize = 256;
 
+/// How long a pump waits before it asks a failing subscription again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// Moves deliveries from a broker subscription to the guest's queue.
 pub(crate) async fn pump(
     mut sub: Box<dyn Subscription>,
     source: Arc<Source>,
     tx: mpsc::Sender<Inbound>,
-    queued: Arc<AtomicUsize>,
+    load: Arc<Load>,
     mut stop: oneshot::Receiver<bool>,
     mut workers_done: watch::Receiver<bool>,
     guest: Arc<str>,
 ) {
-    let shutdown = loop {
+    let shutdown = feed(sub.as_mut(), &source, tx, &load, &mut stop, &guest).await;
+    if shutdown {
+        let _ = workers_done.wait_for(|done| *done).await;
+    }
+    if let Err(e) = sub.close().await {
+        tracing::warn!(guest = %guest, "closing subscription: {e}");
+    }
+}
+
+/// Feeds the queue until stopped (`true` when stopped for a shutdown) or
+/// until the subscription or the queue is closed (`false`). `tx` is
+/// dropped on return.
+async fn feed(
+    sub: &mut dyn Subscription,
+    source: &Arc<Source>,
+    tx: mpsc::Sender<Inbound>,
+    load: &Load,
+    stop: &mut oneshot::Receiver<bool>,
+    guest: &str,
+) -> bool {
+    loop {
         // Room in the guest's queue first, then a message: what the guest
         // cannot take yet stays available in the broker for other consumers.
         // Waiting must not block an unsubscribe: the guest may be
@@ -39,10 +68,10 @@ pub(crate) async fn pump(
         // nothing published after an unsubscribe returned is taken.
         let permit = tokio::select! {
             biased;
-            r = &mut stop => break r.unwrap_or(false),
+            r = &mut *stop => return r.unwrap_or(false),
             permit = tx.reserve() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break false,
+                Err(_) => return false,
             },
         };
         // Whatever else the queue has room for right now may come along
@@ -50,16 +79,20 @@ pub(crate) async fn pump(
         let room = tx.capacity().min(MAX_PUMP_BATCH);
         let deliveries = tokio::select! {
             biased;
-            r = &mut stop => break r.unwrap_or(false),
+            r = &mut *stop => return r.unwrap_or(false),
             next = sub.next_batch(1 + room) => match next {
                 Some(Ok(deliveries)) => deliveries,
                 Some(Err(e)) => {
                     drop(permit);
                     tracing::warn!(guest = %guest, "subscription error, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        biased;
+                        r = &mut *stop => return r.unwrap_or(false),
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    }
                     continue;
                 }
-                None => break false,
+                None => return false,
             },
         };
         let mut deliveries = deliveries.into_iter().map(|delivery| Inbound {
@@ -67,7 +100,7 @@ pub(crate) async fn pump(
             source: source.clone(),
         });
         if let Some(first) = deliveries.next() {
-            queued.fetch_add(1, Ordering::SeqCst);
+            load.queue();
             permit.send(first);
         }
         // Another pump may have taken the room meanwhile: wait for it, but
@@ -78,7 +111,7 @@ pub(crate) async fn pump(
                 Ok(permit) => Some(permit),
                 Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
                     biased;
-                    r = &mut stop => {
+                    r = &mut *stop => {
                         stopped = Some(r.unwrap_or(false));
                         None
                     }
@@ -88,33 +121,27 @@ pub(crate) async fn pump(
             };
             match permit {
                 Some(permit) => {
-                    queued.fetch_add(1, Ordering::SeqCst);
+                    load.queue();
                     permit.send(inbound);
                 }
                 None => {
-                    release(&guest, std::iter::once(inbound).chain(deliveries.by_ref())).await;
+                    release(guest, std::iter::once(inbound).chain(deliveries.by_ref())).await;
                     break;
                 }
             }
         }
         if let Some(shutdown) = stopped {
-            break shutdown;
+            return shutdown;
         }
         if tx.is_closed() {
-            break false;
+            return false;
         }
-    };
-    if shutdown {
-        let _ = workers_done.wait_for(|done| *done).await;
-    }
-    if let Err(e) = sub.close().await {
-        tracing::warn!(guest = %guest, "closing subscription: {e}");
     }
 }
 
 /// Hands deliveries that never reached the guest back to the broker,
 /// without counting an attempt where the broker allows it.
-async fn release(guest: &str, inbound: impl Iterator<Item = Inbound>) {
+pub(super) async fn release(guest: &str, inbound: impl Iterator<Item = Inbound>) {
     for Inbound { delivery, .. } in inbound {
         if let Err(e) = delivery.acker.release().await {
             tracing::debug!(guest = %guest, "handing back an unqueued delivery: {e}");

@@ -1,0 +1,219 @@
+//! The workers: each takes batches from the guest's queue (up to
+//! `batch-size`, waiting at most `batch-linger-ms` to fill one), calls
+//! `handler` on an instance of its own, reused from batch to batch, and
+//! hands what the call left unsettled to `settlement`.
+
+use std::sync::Arc;
+
+use courier_broker::Message;
+use courier_broker::message::{ATTEMPT_KEY, DELIVERY_ID_KEY};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::GuestRuntime;
+use super::pump::Inbound;
+use crate::config::AckMode;
+use crate::deliveries::InFlight;
+use crate::instance::{HandlerFailure, Instance};
+use crate::stats::Stat;
+
+impl GuestRuntime {
+    /// One worker: batches until shutdown, each on the worker's instance.
+    pub(super) async fn worker(self: Arc<Self>) {
+        let mut instance: Option<Instance> = self.first_instance().take();
+        let mut carry = None;
+        while let Some(batch) = self.next_batch(&mut carry).await {
+            self.handle(&mut instance, batch).await;
+            self.load.end();
+        }
+    }
+
+    /// Waits for a batch; `None` at shutdown. Counts the worker busy on return.
+    ///
+    /// At shutdown no new batch is started (what is queued is handed back
+    /// by `stop`), and a batch being filled stops lingering and goes as it is.
+    ///
+    /// A redelivered message travels alone, so that one poison message cannot
+    /// take the rest of its first batch down with it again; `carry` keeps a
+    /// redelivery met while filling a batch for the next one.
+    async fn next_batch(&self, carry: &mut Option<Inbound>) -> Option<Vec<Inbound>> {
+        let isolated = |d: &Inbound| d.delivery.attempt > 1;
+        // Busy before no longer queued, so that `idle` never sees neither.
+        let taken = |n: usize| self.load.take(n);
+        if let Some(first) = carry.take() {
+            self.load.begin();
+            taken(1);
+            return Some(vec![first]);
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        let mut rx = self.rx.lock().await;
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => return None,
+            d = rx.recv() => d?,
+        };
+        self.load.begin();
+        taken(1);
+        if isolated(&first) {
+            return Some(vec![first]);
+        }
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        batch.push(first);
+        let linger = Instant::now() + self.config.batch_linger;
+        while batch.len() < self.config.batch_size {
+            let next = match rx.try_recv() {
+                Ok(d) => d,
+                Err(_) if self.config.batch_linger.is_zero() => break,
+                Err(_) => tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    d = rx.recv() => match d {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(linger) => break,
+                },
+            };
+            if isolated(&next) {
+                *carry = Some(next);
+                break;
+            }
+            taken(1);
+            batch.push(next);
+        }
+        Some(batch)
+    }
+
+    /// Handles one batch: admits its deliveries, calls the guest, and
+    /// settles what the guest left, retrying a failed call's messages alone.
+    async fn handle(self: &Arc<Self>, instance: &mut Option<Instance>, batch: Vec<Inbound>) {
+        let mut held = Vec::with_capacity(batch.len());
+        for Inbound { delivery, source } in batch {
+            if let Some(f) = self.admit(delivery, source).await {
+                held.push(f);
+            }
+        }
+        if held.len() <= 1 {
+            if let Some((failure, unsettled)) = self.call(instance, held).await {
+                self.reject_all(unsettled, &failure).await;
+            }
+            return;
+        }
+        // A failed call of several messages charges none of them: each one
+        // it left unsettled is handed over again alone, at the same attempt,
+        // and only a failure of its own counts.
+        let Some((failure, unsettled)) = self.call(instance, held).await else {
+            return;
+        };
+        tracing::debug!(guest = %self.name, messages = unsettled.len(), "{failure}; retrying each unsettled message alone");
+        for f in unsettled {
+            if let Some((failure, left)) = self.call(instance, vec![f]).await {
+                self.reject_all(left, &failure).await;
+            }
+        }
+    }
+
+    /// One `handler` call over `held`. On `ok` the unsettled deliveries are
+    /// accepted (auto-ack) or stay held (manual); on a failure they are
+    /// returned, with the failure, for the caller to settle.
+    async fn call(
+        self: &Arc<Self>,
+        slot: &mut Option<Instance>,
+        held: Vec<InFlight>,
+    ) -> Option<(HandlerFailure, Vec<InFlight>)> {
+        if held.is_empty() {
+            return None;
+        }
+        let first = self.tracker.reserve(held.len());
+        let numbers: Vec<u64> = (first..).take(held.len()).collect();
+        let messages: Vec<_> = numbers
+            .iter()
+            .zip(&held)
+            .map(|(n, f)| to_wit_delivery(&f.message, self.tracker.id(*n), f.attempt))
+            .collect();
+        self.tracker
+            .insert_all(numbers.iter().copied().zip(held).map(|(n, mut f)| {
+                f.waiting_since = None;
+                (n, f)
+            }));
+        self.stats.add(Stat::Delivered, messages.len() as u64);
+        let ids: Vec<String> = numbers.iter().map(|n| self.tracker.id(*n)).collect();
+        let span = tracing::info_span!("handler", guest = %self.name, batch = messages.len(), deliveries = ?ids);
+        let outcome = async {
+            match self.instance(slot).await {
+                Ok(instance) => {
+                    instance
+                        .call(&messages, &numbers, self.config.handler_timeout())
+                        .await
+                }
+                Err(failure) => Err(failure),
+            }
+        }
+        .instrument(span)
+        .await;
+        drop(messages);
+        let failure = match outcome {
+            Ok(()) if self.config.ack == AckMode::Manual => {
+                self.tracker.start_waiting(&numbers, Instant::now());
+                return None;
+            }
+            Ok(()) => {
+                self.accept_all(self.tracker.take_all(numbers)).await;
+                return None;
+            }
+            Err(failure) => failure,
+        };
+        match &failure {
+            HandlerFailure::Returned(e) => {
+                self.stats.add(Stat::Errors, 1);
+                tracing::warn!(guest = %self.name, "handler returned error: {e}");
+            }
+            HandlerFailure::Instantiation(e) => {
+                tracing::error!(guest = %self.name, "cannot instantiate: {e}");
+            }
+            HandlerFailure::Trap(_) | HandlerFailure::Deadline { .. } => {
+                self.stats.add(Stat::Traps, 1);
+                tracing::warn!(guest = %self.name, "{failure}; the instance is replaced");
+            }
+        }
+        if failure.discards_instance() {
+            *slot = None;
+        }
+        Some((failure, self.tracker.take_all(numbers)))
+    }
+
+    /// The worker's instance, made now if it has none.
+    async fn instance<'a>(
+        self: &Arc<Self>,
+        slot: &'a mut Option<Instance>,
+    ) -> Result<&'a mut Instance, HandlerFailure> {
+        if slot.is_none() {
+            let instance = self
+                .instantiate()
+                .await
+                .map_err(|e| HandlerFailure::Instantiation(format!("{e:#}")))?;
+            *slot = Some(instance);
+        }
+        Ok(slot.as_mut().expect("filled above"))
+    }
+}
+
+/// The message as the guest gets it: Courier's delivery id and attempt added
+/// to its metadata.
+fn to_wit_delivery(
+    m: &Message,
+    id: String,
+    attempt: u32,
+) -> courier_wasi_messaging::bindings::Message {
+    let mut metadata = Vec::with_capacity(m.metadata.len() + 2);
+    metadata.extend(m.metadata.iter().cloned());
+    metadata.push((DELIVERY_ID_KEY.to_string(), id));
+    metadata.push((ATTEMPT_KEY.to_string(), attempt.to_string()));
+    courier_wasi_messaging::bindings::Message {
+        topic: m.topic.clone(),
+        content_type: m.content_type.clone(),
+        reply_to: m.reply_to.clone(),
+        data: m.data.to_vec(),
+        metadata: Some(metadata),
+    }
+}
