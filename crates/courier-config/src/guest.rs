@@ -313,7 +313,7 @@ impl GuestConfig {
             return Err(invalid(
                 key("mode"),
                 format!(
-                    "client `{}` ({}) cannot share messages between competing consumers",
+                    "point-to-point is not supported by client `{}` ({}): it has no competing consumers",
                     self.client, client.backend
                 ),
             ));
@@ -324,7 +324,7 @@ impl GuestConfig {
             return Err(invalid(
                 key("subscribe"),
                 format!(
-                    "`{p}`: client `{}` ({}) has no wildcard subscriptions",
+                    "`{p}`: wildcards are not supported by client `{}` ({})",
                     self.client, client.backend
                 ),
             ));
