@@ -46,7 +46,7 @@ pub async fn subscribe(
             .prefetch
             .unwrap_or_else(|| u16::try_from(spec.prefetch.max(1)).unwrap_or(u16::MAX)),
         Some(v) => parse_prefetch(v).ok_or_else(|| {
-            BrokerError::Invalid(format!("prefetch: expected 1 to 65535, got `{v}`"))
+            BrokerError::invalid(format!("prefetch: expected 1 to 65535, got `{v}`"))
         })?,
     };
     let (queue, exclusive) = match (&spec.mode, spec.options.get("durable")) {
@@ -105,8 +105,10 @@ impl AmqpSubscription {
             Connection::connect(&self.url, ConnectionProperties::default()),
         )
         .await
-        .map_err(|_| connection_error(format!("{}: no answer within {timeout:?}", self.url)))?
-        .map_err(|e| connection_error(format!("{}: {e}", self.url)))?;
+        .map_err(|_| {
+            connection_error(format!("no answer within {timeout:?}")).context(redact(&self.url))
+        })?
+        .map_err(|e| connection_error(e).context(redact(&self.url)))?;
         let channel = connection
             .create_channel()
             .await
@@ -131,7 +133,9 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(format!("declaring queue `{}`: {e}", self.queue)))?;
+            .map_err(|e| {
+                connection_error(e).context(format!("declaring queue `{}`", self.queue))
+            })?;
         let queue = declared.name().as_str().to_string();
         channel
             .queue_bind(
@@ -142,7 +146,7 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(format!("binding queue `{queue}`: {e}")))?;
+            .map_err(|e| connection_error(e).context(format!("binding queue `{queue}`")))?;
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -236,10 +240,7 @@ impl Subscription for AmqpSubscription {
         };
         tokio::time::timeout(timeout, handed_back)
             .await
-            .map_err(|_| BrokerError::Timeout {
-                operation: "amqp cancel",
-                after: timeout,
-            })?
+            .map_err(|_| BrokerError::timeout("amqp cancel", timeout))?
     }
 }
 

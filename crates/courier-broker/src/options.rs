@@ -21,7 +21,7 @@ impl<'a> OptionMap<'a> {
         known: &[&str],
     ) -> Result<Self, BrokerError> {
         if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "unknown {backend} option `{k}` (known: {})",
                 known.join(", ")
             )));
@@ -41,7 +41,7 @@ impl<'a> OptionMap<'a> {
 
     /// The error for a bad value of `key`.
     pub fn invalid(&self, key: &str, expected: &str, value: &str) -> BrokerError {
-        BrokerError::Invalid(format!(
+        BrokerError::invalid(format!(
             "{} option `{key}`: expected {expected}, got `{value}`",
             self.backend
         ))
@@ -81,7 +81,7 @@ impl<'a> OptionMap<'a> {
     /// Fails when any of `keys` is set without `needed` being true.
     pub fn require(&self, keys: &[&str], needed: (&str, bool)) -> Result<(), BrokerError> {
         match keys.iter().find(|k| self.contains(k)) {
-            Some(k) if !needed.1 => Err(BrokerError::Invalid(format!(
+            Some(k) if !needed.1 => Err(BrokerError::invalid(format!(
                 "{} option `{k}` needs `{} = true`",
                 self.backend, needed.0
             ))),

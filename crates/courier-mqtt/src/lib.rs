@@ -21,7 +21,7 @@ pub use options::{CLIENT_OPTION_KEYS, MqttOptions};
 
 pub(crate) const KIND: &str = "mqtt";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 

@@ -29,7 +29,7 @@ pub const SUBSCRIPTION_OPTION_KEYS: &[&str] = &["durable", "deliver-policy", "ma
 
 pub(crate) const KIND: &str = "nats";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
@@ -41,12 +41,14 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
-    /// Connects to `url`; fails with [`BrokerError::Connection`] when the
+    /// Connects to `url`; fails with a
+    /// [`Connection`](courier_broker::ErrorKind::Connection) error when the
     /// server cannot be reached within the connect timeout. Once connected,
     /// the client reconnects by itself for as long as it lives, with capped
     /// exponential backoff ([`courier_broker::reconnect`]); losses and
     /// recoveries are logged and counted. While it is disconnected,
-    /// `publish` fails at once with [`BrokerError::Connection`].
+    /// `publish` fails at once with a
+    /// [`Connection`](courier_broker::ErrorKind::Connection) error.
     pub async fn connect(
         url: &str,
         options: &std::collections::BTreeMap<String, String>,
@@ -83,7 +85,7 @@ impl NatsBackend {
             .connect(url);
         let client = match tokio::time::timeout(options.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(connection_error(format!("{url}: {e}"))),
+            Ok(Err(e)) => return Err(connection_error(e).context(url)),
             Err(_) => {
                 return Err(connection_error(format!(
                     "{url}: no answer within {:?}",
@@ -151,7 +153,7 @@ impl Backend for NatsBackend {
             Some(js) => js.subscribe(spec).await,
             None => {
                 if let Some(k) = spec.options.keys().next() {
-                    return Err(BrokerError::Invalid(format!(
+                    return Err(BrokerError::invalid(format!(
                         "subscription option `{k}` needs a JetStream client (options.jetstream = true)"
                     )));
                 }

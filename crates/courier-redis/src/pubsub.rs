@@ -57,13 +57,13 @@ pub async fn subscribe(
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     if let Mode::Competing { .. } = spec.mode {
-        return Err(BrokerError::Unsupported {
-            backend: KIND,
-            what: "point-to-point subscriptions on pub/sub (set options.streams = true)".into(),
-        });
+        return Err(BrokerError::unsupported(
+            KIND,
+            "point-to-point subscriptions on pub/sub (set options.streams = true)",
+        ));
     }
     if let Some(k) = spec.options.keys().next() {
-        return Err(BrokerError::Invalid(format!(
+        return Err(BrokerError::invalid(format!(
             "subscription option `{k}` needs a Streams client (options.streams = true)"
         )));
     }

@@ -61,7 +61,7 @@ impl ClientPool {
         let config = self
             .configs
             .get(name)
-            .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))?;
+            .ok_or_else(|| BrokerError::invalid(format!("no client named `{name}`")))?;
         let cell = self.lock().entry(name.to_string()).or_default().clone();
         let backend = cell
             .get_or_try_init(|| async {
