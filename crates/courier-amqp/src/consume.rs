@@ -8,14 +8,19 @@
 //! has no delay and classic queues count no attempts, so a `nack` waits out
 //! its delay, publishes the message straight back to its queue with the next
 //! attempt in a header (confirmed), then acks the original; if Courier dies
-//! meanwhile, the unacked original is redelivered by RabbitMQ. Each
-//! subscription has a connection of its own and opens it again when lost.
-//! Closing cancels the consumer but leaves the channel open until every
-//! delivery handed out is settled or dropped (the deliveries hold it), so a
-//! guest that unsubscribes mid-call can still settle what it holds (they
-//! hold its connection too: a lapin connection closes with its last handle).
+//! meanwhile, the unacked original is redelivered by RabbitMQ. The waits are
+//! tasks of their subscription (`Delayed`), never detached: closing the
+//! subscription cuts them short (the messages go back to the queue at once)
+//! and awaits them, and dropping it aborts them (the originals, unacked, are
+//! redelivered by RabbitMQ). Each subscription has a connection of its own
+//! and opens it again when lost. Closing cancels the consumer but leaves the
+//! channel open until every delivery handed out is settled or dropped (the
+//! deliveries hold it), so a guest that unsubscribes mid-call can still
+//! settle what it holds (they hold its connection too: a lapin connection
+//! closes with its last handle).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +35,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::options::{AmqpExtensions, AmqpOptions};
 use crate::properties::{from_delivery, to_properties};
@@ -63,6 +70,7 @@ pub async fn subscribe(
         exclusive,
         open: None,
         closed: false,
+        delayed: Arc::new(Delayed::new()),
     };
     sub.open().await?;
     Ok(Box::new(sub))
@@ -91,6 +99,99 @@ struct AmqpSubscription {
     open: Option<Open>,
     /// Set by `close`: no reconnecting after it.
     closed: bool,
+    /// Rejected messages waiting out their delay. Only the subscription
+    /// holds it (deliveries hold a `Weak`), so dropping the subscription
+    /// aborts the waits.
+    delayed: Arc<Delayed>,
+}
+
+/// Delayed nacks waiting in this process, across subscriptions.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many rejected messages wait out their delay right now, in this
+/// process. A subscription's are requeued and awaited at its close, and
+/// aborted when it is dropped, so none outlives its subscription.
+pub fn delayed_nacks() -> usize {
+    WAITING.load(Ordering::SeqCst)
+}
+
+/// Counts one delayed nack in [`WAITING`] for as long as it lives (until its
+/// task ends or is aborted).
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Self {
+        WAITING.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The delayed nacks of one subscription: tasks it owns, requeued at once
+/// and awaited when it closes.
+struct Delayed {
+    /// `None` once the subscription closed: a nack then requeues at once.
+    tasks: Mutex<Option<JoinSet<()>>>,
+    /// Set at close: every wait ends early.
+    closing: watch::Sender<bool>,
+}
+
+impl Delayed {
+    fn new() -> Self {
+        Self {
+            tasks: Mutex::new(Some(JoinSet::new())),
+            closing: watch::Sender::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<JoinSet<()>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Requeues `acker`'s message after `delay` (or at close, if sooner) in
+    /// a task of the subscription; gives it back when the subscription is
+    /// closed already.
+    fn requeue_later(&self, acker: Box<AmqpAcker>, delay: Duration) -> Result<(), Box<AmqpAcker>> {
+        let mut tasks = self.lock();
+        let Some(tasks) = tasks.as_mut() else {
+            return Err(acker);
+        };
+        // Forget the waits that are over.
+        while tasks.try_join_next().is_some() {}
+        let mut closing = self.closing.subscribe();
+        let waiting = Waiting::new();
+        tasks.spawn(async move {
+            let _waiting = waiting;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = closing.wait_for(|closing| *closing) => {}
+            }
+            let (attempt, queue) = (acker.attempt + 1, acker.queue.clone());
+            if let Err(e) = acker.requeue(attempt).await {
+                tracing::warn!(%queue, "amqp: settling a rejected message: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Ends every wait now, and returns once each message is requeued (or
+    /// its requeue failed). Later nacks requeue at once.
+    async fn finish(&self) {
+        let tasks = self.lock().take();
+        self.closing.send_replace(true);
+        if let Some(mut tasks) = tasks {
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    tracing::error!("amqp: a delayed nack failed: {e}");
+                }
+            }
+        }
+    }
 }
 
 impl AmqpSubscription {
@@ -101,8 +202,10 @@ impl AmqpSubscription {
             Connection::connect(&self.url, ConnectionProperties::default()),
         )
         .await
-        .map_err(|_| connection_error(format!("{}: no answer within {timeout:?}", self.url)))?
-        .map_err(|e| connection_error(format!("{}: {e}", self.url)))?;
+        .map_err(|_| {
+            connection_error(format!("no answer within {timeout:?}")).context(redact(&self.url))
+        })?
+        .map_err(|e| connection_error(e).context(redact(&self.url)))?;
         let channel = connection
             .create_channel()
             .await
@@ -127,7 +230,9 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(format!("declaring queue `{}`: {e}", self.queue)))?;
+            .map_err(|e| {
+                connection_error(e).context(format!("declaring queue `{}`", self.queue))
+            })?;
         let queue = declared.name().as_str().to_string();
         channel
             .queue_bind(
@@ -138,7 +243,7 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| connection_error(format!("binding queue `{queue}`: {e}")))?;
+            .map_err(|e| connection_error(e).context(format!("binding queue `{queue}`")))?;
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -206,10 +311,21 @@ impl Subscription for AmqpSubscription {
 
     /// Cancels the consumer. Messages the broker sent before the cancel
     /// and nobody took go back to the queue without counting an attempt;
-    /// the channel (and its connection) stays open until every delivery
-    /// handed out is settled or dropped, so that they can still be settled.
+    /// rejected messages still waiting out their delay go back at once
+    /// (counting their attempt), and are awaited. The channel (and its
+    /// connection) stays open until every delivery handed out is settled or
+    /// dropped, so that they can still be settled.
     async fn close(&mut self) -> Result<(), BrokerError> {
         self.closed = true;
+        let cancelled = self.cancel().await;
+        self.delayed.finish().await;
+        cancelled
+    }
+}
+
+impl AmqpSubscription {
+    /// Cancels the consumer and hands back what it had buffered.
+    async fn cancel(&mut self) -> Result<(), BrokerError> {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
@@ -232,14 +348,9 @@ impl Subscription for AmqpSubscription {
         };
         tokio::time::timeout(timeout, handed_back)
             .await
-            .map_err(|_| BrokerError::Timeout {
-                operation: "amqp cancel",
-                after: timeout,
-            })?
+            .map_err(|_| BrokerError::timeout("amqp cancel", timeout))?
     }
-}
 
-impl AmqpSubscription {
     /// A broker delivery as a Courier delivery; `None` (and acked) when
     /// the pattern does not match it.
     async fn accept(
@@ -272,6 +383,7 @@ impl AmqpSubscription {
                 attempt,
                 persistent: self.options.durable,
                 timeout: self.options.connect_timeout,
+                delayed: Arc::downgrade(&self.delayed),
             }),
         })
     }
@@ -287,6 +399,8 @@ struct AmqpAcker {
     attempt: u32,
     persistent: bool,
     timeout: Duration,
+    /// Where a delayed nack waits: the subscription's tasks.
+    delayed: Weak<Delayed>,
 }
 
 #[async_trait]
@@ -302,14 +416,16 @@ impl Acker for AmqpAcker {
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
         // Hold the message for its delay, then put it back with the next
         // attempt; the original stays unacked until the copy is confirmed.
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let (attempt, queue) = (self.attempt + 1, self.queue.clone());
-            if let Err(e) = self.requeue(attempt).await {
-                tracing::warn!(%queue, "amqp: settling a rejected message: {e}");
-            }
-        });
-        Ok(())
+        // Once the subscription is closed (or gone) there is no waiting.
+        let attempt = self.attempt + 1;
+        let acker = match self.delayed.upgrade() {
+            Some(delayed) if !delay.is_zero() => match delayed.requeue_later(self, delay) {
+                Ok(()) => return Ok(()),
+                Err(acker) => acker,
+            },
+            _ => self,
+        };
+        acker.requeue(attempt).await
     }
 
     async fn release(self: Box<Self>) -> Result<(), BrokerError> {

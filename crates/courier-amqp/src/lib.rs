@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::reconnect::Link;
-use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
+use courier_broker::{
+    Backend, BrokerError, ErrorKind, Features, Message, Subscription, SubscriptionSpec,
+};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -32,7 +34,7 @@ pub use options::{AmqpExtensions, AmqpOptions};
 
 pub(crate) const KIND: &str = "amqp";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
@@ -107,7 +109,8 @@ impl AmqpBackend {
 
     /// The publishing channel, connecting again if it was lost. While the
     /// broker is down every `publish` tries once to connect, within the
-    /// connect timeout, and fails with [`BrokerError::Connection`].
+    /// connect timeout, and fails with a
+    /// [`Connection`](courier_broker::ErrorKind::Connection) error.
     async fn channel(&self) -> Result<Channel, BrokerError> {
         let mut link = self.link.lock().await;
         if let Some((conn, channel)) = link.as_ref() {
@@ -148,8 +151,10 @@ impl AmqpBackend {
             Connection::connect(&self.url, ConnectionProperties::default()),
         )
         .await
-        .map_err(|_| connection_error(format!("{}: no answer within {timeout:?}", self.url)))?
-        .map_err(|e| connection_error(format!("{}: {e}", self.url)))?;
+        .map_err(|_| {
+            connection_error(format!("no answer within {timeout:?}")).context(redact(&self.url))
+        })?
+        .map_err(|e| connection_error(e).context(redact(&self.url)))?;
         let channel = conn.create_channel().await.map_err(connection_error)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -167,10 +172,8 @@ impl AmqpBackend {
             )
             .await
             .map_err(|e| {
-                connection_error(format!(
-                    "declaring exchange `{}`: {e}",
-                    self.options.exchange
-                ))
+                connection_error(e)
+                    .context(format!("declaring exchange `{}`", self.options.exchange))
             })?;
         Ok((conn, channel))
     }
@@ -207,7 +210,8 @@ impl Backend for AmqpBackend {
             wait_confirms(confirms, self.options.connect_timeout).await
         }
         .await;
-        if let Err(e @ (BrokerError::Connection { .. } | BrokerError::Timeout { .. })) = &published
+        if let Err(e) = &published
+            && matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout)
         {
             self.drop_link(e).await;
         }
@@ -240,13 +244,10 @@ pub(crate) async fn wait_confirms(
     for (topic, confirm) in confirms {
         let confirmation = tokio::time::timeout(timeout, confirm)
             .await
-            .map_err(|_| BrokerError::Timeout {
-                operation: "amqp publisher confirm",
-                after: timeout,
-            })?
+            .map_err(|_| BrokerError::timeout("amqp publisher confirm", timeout))?
             .map_err(connection_error)?;
         if let Confirmation::Nack(_) = confirmation {
-            return Err(BrokerError::Other(format!(
+            return Err(BrokerError::other(format!(
                 "the broker refused the message to `{topic}`"
             )));
         }

@@ -41,8 +41,8 @@ impl AmqpOptions {
     /// Checks what the types cannot.
     pub fn check(&self) -> Result<(), BrokerError> {
         if self.exchange.is_empty() {
-            return Err(BrokerError::Invalid(
-                "amqp option `exchange`: expected a name, got ``".into(),
+            return Err(BrokerError::invalid(
+                "amqp option `exchange`: expected a name, got ``",
             ));
         }
         Ok(())

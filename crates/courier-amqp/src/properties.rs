@@ -8,9 +8,9 @@
 //! is not metadata. Headers of other types, set by other clients, come back
 //! as text.
 //!
-//! What AMQP cannot carry is refused by [`to_properties`] with
-//! [`BrokerError::Invalid`] naming the field: a channel (the routing key),
-//! content type, reply-to, metadata key or `correlation-id` value longer than
+//! What AMQP cannot carry is refused by [`to_properties`] with an
+//! [`ErrorKind::Invalid`](courier_broker::ErrorKind::Invalid) error naming the
+//! field: a channel (the routing key), content type, reply-to, metadata key or `correlation-id` value longer than
 //! 255 bytes (AMQP short strings), `correlation-id` given more than once (the
 //! property holds one value), and the metadata keys `x-courier-attempt` and
 //! `x-courier-topic`.
@@ -31,7 +31,7 @@ pub const MAX_SHORT_STRING: usize = u8::MAX as usize;
 
 fn short_string(what: &str, s: &str) -> Result<(), BrokerError> {
     if s.len() > MAX_SHORT_STRING {
-        return Err(BrokerError::Invalid(format!(
+        return Err(BrokerError::invalid(format!(
             "{what} is {} bytes long; AMQP allows at most {MAX_SHORT_STRING}",
             s.len()
         )));
@@ -50,7 +50,7 @@ fn check(m: &Message) -> Result<(), BrokerError> {
     }
     for (k, _) in &m.metadata {
         if k == ATTEMPT_HEADER || k == TOPIC_HEADER {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "metadata key `{k}` is reserved on AMQP (Courier uses it to requeue)"
             )));
         }
@@ -59,7 +59,7 @@ fn check(m: &Message) -> Result<(), BrokerError> {
     let mut correlation = m.metadata.iter().filter(|(k, _)| k == CORRELATION_ID_KEY);
     if let Some((_, id)) = correlation.next() {
         if correlation.next().is_some() {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "metadata key `{CORRELATION_ID_KEY}` is given more than once; \
                  AMQP's correlation_id property holds one value"
             )));

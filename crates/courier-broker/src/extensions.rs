@@ -28,9 +28,9 @@ pub fn parse<T: DeserializeOwned>(
         let key = e.path().to_string();
         let inner = e.into_inner();
         if key.is_empty() || key == "." {
-            BrokerError::Invalid(format!("{backend} subscription extensions: {inner}"))
+            BrokerError::invalid(format!("{backend} subscription extensions: {inner}"))
         } else {
-            BrokerError::Invalid(format!("{backend} extension `{key}`: {inner}"))
+            BrokerError::invalid(format!("{backend} extension `{key}`: {inner}"))
         }
     })
 }

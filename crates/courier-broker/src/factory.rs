@@ -198,7 +198,7 @@ pub trait AnyFactory: Send + Sync {
 /// `options` as `F`'s own type.
 fn typed<F: BackendFactory>(options: &ClientOptions) -> Result<&F::Options, BrokerError> {
     options.get::<F::Options>().ok_or_else(|| {
-        BrokerError::Invalid(format!(
+        BrokerError::invalid(format!(
             "options of a {} client given to the {} backend",
             options.kind,
             F::KIND

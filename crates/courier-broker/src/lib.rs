@@ -23,6 +23,6 @@ pub mod retry;
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,
 };
-pub use error::BrokerError;
+pub use error::{BrokerError, ErrorKind};
 pub use message::Message;
 pub use pattern::Pattern;

@@ -31,26 +31,26 @@ impl Pattern {
     /// Parses a pattern, rejecting empty tokens and a `>` that is not last.
     pub fn parse(source: &str) -> Result<Self, BrokerError> {
         if source.is_empty() {
-            return Err(BrokerError::Invalid("empty channel".into()));
+            return Err(BrokerError::invalid("empty channel"));
         }
         let parts: Vec<&str> = source.split('.').collect();
         let mut tokens = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             let token = match *part {
                 "" => {
-                    return Err(BrokerError::Invalid(format!(
+                    return Err(BrokerError::invalid(format!(
                         "channel `{source}` has an empty token"
                     )));
                 }
                 "*" => Token::One,
                 ">" if i + 1 == parts.len() => Token::Rest,
                 ">" => {
-                    return Err(BrokerError::Invalid(format!(
+                    return Err(BrokerError::invalid(format!(
                         "channel `{source}`: `>` may only be the last token"
                     )));
                 }
                 p if p.chars().any(char::is_whitespace) => {
-                    return Err(BrokerError::Invalid(format!(
+                    return Err(BrokerError::invalid(format!(
                         "channel `{source}` contains white space"
                     )));
                 }
@@ -70,7 +70,7 @@ impl Pattern {
         if p.is_literal() {
             Ok(p)
         } else {
-            Err(BrokerError::Invalid(format!(
+            Err(BrokerError::invalid(format!(
                 "cannot publish to `{source}`: wildcards are only valid in subscriptions"
             )))
         }

@@ -147,7 +147,7 @@ impl Acker for LocalAcker {
         let retries = self
             .retries
             .upgrade()
-            .ok_or_else(|| BrokerError::Settled("the subscription is closed".into()))?;
+            .ok_or_else(|| BrokerError::settled("the subscription is closed"))?;
         retries.lock().push(Waiting {
             due: Instant::now() + delay,
             message: self.message,

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use courier_broker::{Backend, BrokerError, Message, Pattern};
+use courier_broker::{Backend, BrokerError, ErrorKind, Message, Pattern};
 use courier_runtime::Runtime;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
@@ -71,12 +71,17 @@ async fn publish(
             metrics::counter!("courier_ingress_messages_total").increment(1);
             (StatusCode::ACCEPTED, "accepted\n".into())
         }
-        Err(e @ BrokerError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, format!("{e}\n")),
-        Err(e @ BrokerError::Connection { .. }) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
-        }
-        Err(e @ BrokerError::Invalid(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(e) => (status_of(&e), format!("{e}\n")),
+    }
+}
+
+/// The HTTP status of a failed publish, decided by the error's kind.
+fn status_of(e: &BrokerError) -> StatusCode {
+    match e.kind() {
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Connection => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -93,4 +98,32 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
         StatusCode::OK,
         format!("{{\"status\":\"ok\",\"guests\":{guests}}}\n"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn status_follows_the_kind_not_the_text() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "timed out");
+        assert_eq!(
+            status_of(&BrokerError::connection("nats", refused)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(&BrokerError::timeout("publish", Duration::from_secs(1))),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status_of(&BrokerError::invalid("bad header")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&BrokerError::other("connection refused")),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

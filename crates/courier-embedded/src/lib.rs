@@ -180,7 +180,9 @@ impl EmbeddedBroker {
         let mut messages = 0usize;
         for q in recovered {
             let pattern = Pattern::parse(&q.pattern).map_err(|e| {
-                BrokerError::Other(format!("stored queue `{}`: bad pattern: {e}", q.pattern))
+                BrokerError::other(format!("stored queue `{}`: bad pattern", q.pattern))
+                    .with_backend("embedded")
+                    .with_source(e)
             })?;
             let queue = Queue::new(
                 QueueKey::Group {
@@ -477,7 +479,7 @@ impl EmbeddedAcker {
         let entry = lock(&queue).inflight.remove(&self.tag).map(|(_, e)| e);
         match entry {
             Some(entry) => Ok(Some((queue, entry))),
-            None => Err(BrokerError::Settled(format!(
+            None => Err(BrokerError::settled(format!(
                 "delivery {} is no longer in flight (its ack deadline passed): \
                  the broker redelivers it",
                 self.tag
@@ -513,8 +515,8 @@ impl EmbeddedAcker {
     /// when `counted`.
     fn give_back(&self, delay: Duration, counted: bool) -> Result<(), BrokerError> {
         let Some((queue, mut entry)) = self.take()? else {
-            return Err(BrokerError::Settled(
-                "the subscription is closed: the message is not redelivered".into(),
+            return Err(BrokerError::settled(
+                "the subscription is closed: the message is not redelivered",
             ));
         };
         if !counted {
@@ -545,6 +547,7 @@ impl EmbeddedAcker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courier_broker::ErrorKind;
 
     fn pat(s: &str) -> Pattern {
         Pattern::parse(s).unwrap()
@@ -629,10 +632,10 @@ mod tests {
         let first = next(&mut s).await;
         let second = next(&mut s).await;
         assert_eq!(second.attempt, 2);
-        assert!(matches!(
-            first.acker.ack().await,
-            Err(BrokerError::Settled(_))
-        ));
+        assert_eq!(
+            first.acker.ack().await.unwrap_err().kind(),
+            ErrorKind::Settled
+        );
         second.acker.ack().await.unwrap();
     }
 
@@ -667,7 +670,7 @@ mod tests {
         d1.acker.ack().await.unwrap();
         let e = d2.acker.nack(Duration::ZERO).await.unwrap_err();
         assert!(
-            matches!(&e, BrokerError::Settled(why) if why.contains("not redelivered")),
+            e.kind() == ErrorKind::Settled && e.message().contains("not redelivered"),
             "{e}"
         );
     }

@@ -23,6 +23,7 @@
 //! record on its next open.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
+use courier_broker::error::BoxError;
 use courier_broker::{BrokerError, Message};
 
 /// The version of the on-disk format this build reads and writes.
@@ -94,7 +96,7 @@ enum Op {
     Remove(Vec<u8>),
     /// A barrier: answered once everything before it is committed with the
     /// publish policy.
-    Commit(oneshot::Sender<Result<(), String>>),
+    Commit(oneshot::Sender<Result<(), Arc<fjall::Error>>>),
 }
 
 /// The open database and its writer thread.
@@ -107,8 +109,15 @@ pub(crate) struct Store {
     next_queue: AtomicU64,
 }
 
-fn storage_error(what: &str, e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Other(format!("embedded broker storage: {what}: {e}"))
+/// A storage failure caused by `e` (fjall's or the system's error, kept as
+/// the source).
+fn storage_error(what: &str, e: impl Into<BoxError>) -> BrokerError {
+    storage_fault(what).with_source(e)
+}
+
+/// A storage failure found by Courier itself (a corrupt record...).
+fn storage_fault(what: impl std::fmt::Display) -> BrokerError {
+    BrokerError::other(format!("embedded broker storage: {what}")).with_backend("embedded")
 }
 
 /// The key of one entry.
@@ -140,12 +149,12 @@ impl Store {
             let (k, v) = kv
                 .into_inner()
                 .map_err(|e| storage_error("reading queues", e))?;
-            let id = read_u64(&k).ok_or_else(|| storage_error("queue key", "bad length"))?;
+            let id = read_u64(&k).ok_or_else(|| storage_fault("queue key: bad length"))?;
             let mut r = Reader(&v);
             let (group, pattern) = r
                 .string()
                 .and_then(|g| Some((g, r.string()?)))
-                .ok_or_else(|| storage_error("queue record", "corrupt"))?;
+                .ok_or_else(|| storage_fault("queue record: corrupt"))?;
             recovered.push(RecoveredQueue {
                 id,
                 group,
@@ -163,10 +172,10 @@ impl Store {
                 k.get(8..).and_then(read_u64),
             ) {
                 (Some(q), Some(s)) => (q, s),
-                _ => return Err(storage_error("entry key", "bad length")),
+                _ => return Err(storage_fault("entry key: bad length")),
             };
             let (attempt, message) = decode(&v).ok_or_else(|| {
-                storage_error("entry", format!("corrupt record for sequence {seq}"))
+                storage_fault(format!("entry: corrupt record for sequence {seq}"))
             })?;
             max_seq = max_seq.max(seq);
             match recovered.iter_mut().find(|q| q.id == queue) {
@@ -198,9 +207,9 @@ impl Store {
     fn send(&self, op: Op) -> Result<(), BrokerError> {
         self.writer
             .as_ref()
-            .ok_or_else(|| storage_error("writer", "the store is closing"))?
+            .ok_or_else(|| storage_fault("writer: the store is closing"))?
             .send(op)
-            .map_err(|_| storage_error("writer", "the writer thread stopped"))
+            .map_err(|_| storage_fault("writer: the writer thread stopped"))
     }
 
     /// Records a new group queue, durably, and returns its id.
@@ -236,7 +245,7 @@ impl Store {
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(storage_error("writing messages", e)),
-            Err(_) => Err(storage_error("writer", "the writer thread stopped")),
+            Err(_) => Err(storage_fault("writer: the writer thread stopped")),
         }
     }
 
@@ -283,9 +292,8 @@ fn check_format(db: &Database, dir: &Path) -> Result<(), BrokerError> {
         .map_err(|e| storage_error("reading the store format version", e))?;
     let version = match found {
         Some(v) => decode_format(&v).map_err(|reason| {
-            BrokerError::Other(format!(
-                "embedded broker storage: `{}`: unreadable store format version \
-                 ({reason}); refusing to open it",
+            storage_fault(format!(
+                "`{}`: unreadable store format version ({reason}); refusing to open it",
                 dir.display()
             ))
         })?,
@@ -307,8 +315,8 @@ fn check_format(db: &Database, dir: &Path) -> Result<(), BrokerError> {
         }
     };
     if version > FORMAT_VERSION {
-        return Err(BrokerError::Other(format!(
-            "embedded broker storage: `{}` was written by a newer Courier: its store \
+        return Err(storage_fault(format!(
+            "`{}` was written by a newer Courier: its store \
              format version is {version}, this build supports version {FORMAT_VERSION}; \
              open it with a newer Courier or use another data directory",
             dir.display()
@@ -316,8 +324,8 @@ fn check_format(db: &Database, dir: &Path) -> Result<(), BrokerError> {
     }
     if version < FORMAT_VERSION {
         // Unreachable while FORMAT_VERSION is 1; an upgrade goes here.
-        return Err(BrokerError::Other(format!(
-            "embedded broker storage: `{}` has store format version {version}, which this \
+        return Err(storage_fault(format!(
+            "`{}` has store format version {version}, which this \
              build (format version {FORMAT_VERSION}) cannot upgrade",
             dir.display()
         )));
@@ -367,7 +375,8 @@ fn write_loop(db: Database, entries: Keyspace, rx: mpsc::Receiver<Op>, sync: Syn
         let result = batch
             .durability(Some(mode))
             .commit()
-            .map_err(|e| e.to_string());
+            // One error for every waiter: shared, each keeps it as its source.
+            .map_err(Arc::new);
         if let Err(e) = &result {
             tracing::error!("embedded broker storage: commit failed: {e}");
         }
@@ -562,6 +571,24 @@ mod tests {
             (q, "workers", "jobs.*")
         );
         assert_eq!(r.entries, [(seq, 2, message())]);
+    }
+
+    #[test]
+    fn the_io_error_of_a_directory_that_cannot_be_made_is_the_source() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let Err(e) = Store::open(&file.join("store"), SyncPolicy::Always) else {
+            panic!("a store opened under a file");
+        };
+        assert_eq!(e.kind(), courier_broker::ErrorKind::Other);
+        assert_eq!(e.backend(), Some("embedded"));
+        let io = e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .unwrap_or_else(|| panic!("no io error as the source of: {e}"));
+        assert!(e.to_string().ends_with(&io.to_string()), "{e}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use options::{MqttExtensions, MqttOptions};
 
 pub(crate) const KIND: &str = "mqtt";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 

@@ -79,14 +79,14 @@ impl MqttOptions {
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
             .ok_or_else(|| {
-                BrokerError::Invalid(format!("mqtt url `{url}`: expected mqtt://host:port"))
+                BrokerError::invalid(format!("mqtt url `{url}`: expected mqtt://host:port"))
             })?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
                 p.parse().map_err(|_| {
-                    BrokerError::Invalid(format!("mqtt url `{url}`: bad port `{p}`"))
+                    BrokerError::invalid(format!("mqtt url `{url}`: bad port `{p}`"))
                 })?,
             ),
             None => (rest.to_string(), 1883),

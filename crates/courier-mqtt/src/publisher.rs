@@ -101,7 +101,7 @@ pub(crate) async fn connected(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(connection_error(format!("{address}: {e}"))),
+                Err(e) => return Err(connection_error(e).context(&address)),
             }
         }
     };
@@ -179,10 +179,10 @@ impl Publisher {
                 Ok(Ok(result)) => result?,
                 Ok(Err(_)) => return Err(connection_error("the connection task stopped")),
                 Err(_) => {
-                    return Err(BrokerError::Timeout {
-                        operation: "mqtt publish acknowledgement",
-                        after: self.timeout,
-                    });
+                    return Err(BrokerError::timeout(
+                        "mqtt publish acknowledgement",
+                        self.timeout,
+                    ));
                 }
             }
         }
@@ -225,7 +225,7 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, l
                 if let Some(done) = lock(&waiting).sent.remove(&ack.pkid) {
                     let _ = done.send(match ack.reason {
                         PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                        r => Err(BrokerError::Other(format!(
+                        r => Err(BrokerError::other(format!(
                             "the broker refused the message: {r:?}"
                         ))),
                     });
@@ -235,7 +235,7 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, l
                 if let Some(done) = lock(&waiting).sent.remove(&comp.pkid) {
                     let _ = done.send(match comp.reason {
                         PubCompReason::Success => Ok(()),
-                        r => Err(BrokerError::Other(format!(
+                        r => Err(BrokerError::other(format!(
                             "the broker refused the message: {r:?}"
                         ))),
                     });

@@ -112,16 +112,13 @@ async fn subscribed(
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     return match ack.return_codes.first() {
                         Some(SubscribeReasonCode::Success(_)) => Ok(()),
-                        Some(SubscribeReasonCode::TopicFilterInvalid) => Err(BrokerError::Invalid(
+                        Some(SubscribeReasonCode::TopicFilterInvalid) => Err(BrokerError::invalid(
                             format!("the broker refused the topic filter `{filter}`"),
                         )),
-                        Some(SubscribeReasonCode::SharedSubscriptionsNotSupported) => {
-                            Err(BrokerError::Unsupported {
-                                backend: KIND,
-                                what: "shared subscriptions on this broker".into(),
-                            })
-                        }
-                        other => Err(BrokerError::Other(format!(
+                        Some(SubscribeReasonCode::SharedSubscriptionsNotSupported) => Err(
+                            BrokerError::unsupported(KIND, "shared subscriptions on this broker"),
+                        ),
+                        other => Err(BrokerError::other(format!(
                             "the broker refused the subscription to `{filter}`: {other:?}"
                         ))),
                     };
@@ -134,10 +131,7 @@ async fn subscribed(
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| BrokerError::Timeout {
-            operation: "mqtt subscribe",
-            after: timeout,
-        })??;
+        .map_err(|_| BrokerError::timeout("mqtt subscribe", timeout))??;
     Ok(early)
 }
 
@@ -281,10 +275,7 @@ impl Subscription for MqttSubscription {
             .map_err(connection_error)?;
         tokio::time::timeout(self.timeout, self.unsubscribed.wait_for(|done| *done))
             .await
-            .map_err(|_| BrokerError::Timeout {
-                operation: "mqtt unsubscribe",
-                after: self.timeout,
-            })?
+            .map_err(|_| BrokerError::timeout("mqtt unsubscribe", self.timeout))?
             .map_err(|_| {
                 connection_error("the connection closed before the unsubscribe was confirmed")
             })?;

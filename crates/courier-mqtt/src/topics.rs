@@ -11,9 +11,9 @@
 //! `correlation-id`, any other as `correlation-id-hex` in lowercase; either
 //! way after the other metadata.
 //!
-//! What MQTT cannot carry is refused by [`to_publish`] with
-//! [`BrokerError::Invalid`] naming the field: a channel or reply-to with `/`
-//! (it would come back with `.`), `+` or `#` (wildcards are not topic names),
+//! What MQTT cannot carry is refused by [`to_publish`] with an
+//! [`ErrorKind::Invalid`](courier_broker::ErrorKind::Invalid) error naming the
+//! field: a channel or reply-to with `/` (it would come back with `.`), `+` or `#` (wildcards are not topic names),
 //! or that is empty; any string (topic, content type, metadata key or value,
 //! `correlation-id`) longer than 65,535 bytes (MQTT's length prefix) or
 //! holding U+0000; a `correlation-id-hex` that is not hex or decodes to more
@@ -50,13 +50,13 @@ pub const MAX_STRING: usize = u16::MAX as usize;
 
 fn check_string(what: &str, s: &str) -> Result<(), BrokerError> {
     if s.len() > MAX_STRING {
-        return Err(BrokerError::Invalid(format!(
+        return Err(BrokerError::invalid(format!(
             "{what} is {} bytes long; MQTT strings are at most {MAX_STRING}",
             s.len()
         )));
     }
     if s.contains('\0') {
-        return Err(BrokerError::Invalid(format!(
+        return Err(BrokerError::invalid(format!(
             "{what} contains U+0000, which MQTT strings must not"
         )));
     }
@@ -65,10 +65,10 @@ fn check_string(what: &str, s: &str) -> Result<(), BrokerError> {
 
 fn topic_name(what: &str, channel: &str) -> Result<String, BrokerError> {
     if channel.is_empty() {
-        return Err(BrokerError::Invalid(format!("{what} is empty")));
+        return Err(BrokerError::invalid(format!("{what} is empty")));
     }
     if let Some(c) = channel.chars().find(|c| matches!(c, '/' | '+' | '#')) {
-        return Err(BrokerError::Invalid(format!(
+        return Err(BrokerError::invalid(format!(
             "{what} `{channel}` contains `{c}`, which an MQTT topic cannot carry \
              (levels are separated by `.`)"
         )));
@@ -134,10 +134,10 @@ pub fn to_publish(m: &Message) -> Result<(String, PublishProperties), BrokerErro
             }
             CORRELATION_HEX_KEY => {
                 let data = unhex(v).ok_or_else(|| {
-                    BrokerError::Invalid(format!("{what} is not hex-encoded bytes"))
+                    BrokerError::invalid(format!("{what} is not hex-encoded bytes"))
                 })?;
                 if data.len() > MAX_STRING {
-                    return Err(BrokerError::Invalid(format!(
+                    return Err(BrokerError::invalid(format!(
                         "{what} decodes to {} bytes; MQTT correlation data is at most \
                          {MAX_STRING}",
                         data.len()
@@ -152,7 +152,7 @@ pub fn to_publish(m: &Message) -> Result<(String, PublishProperties), BrokerErro
             }
         };
         if correlation_data.replace(data).is_some() {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "metadata key `{k}` gives a second correlation; MQTT's correlation \
                  data holds one value (one `{CORRELATION_ID_KEY}` or \
                  `{CORRELATION_HEX_KEY}`)"

@@ -39,10 +39,7 @@ pub async fn publish(
     }
     match tokio::time::timeout(timeout, client.flush()).await {
         Ok(r) => r.map_err(connection_error),
-        Err(_) => Err(BrokerError::Timeout {
-            operation: "nats publish",
-            after: timeout,
-        }),
+        Err(_) => Err(BrokerError::timeout("nats publish", timeout)),
     }
 }
 
@@ -65,10 +62,7 @@ async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<()
         Ok(None) => Err(connection_error(
             "the connection closed during a round trip",
         )),
-        Err(_) => Err(BrokerError::Timeout {
-            operation: "nats subscribe",
-            after: timeout,
-        }),
+        Err(_) => Err(BrokerError::timeout("nats subscribe", timeout)),
     }
 }
 

@@ -7,9 +7,9 @@
 //! works; on JetStream the reply subject is the ack subject, so `reply-to`
 //! travels in the header `Courier-Reply-To`.
 //!
-//! What a header cannot carry is refused by [`to_headers`] with
-//! [`BrokerError::Invalid`] naming the key: a metadata key that is empty, not
-//! printable ASCII or has a `:`, a value (metadata, content type, reply-to
+//! What a header cannot carry is refused by [`to_headers`] with an
+//! [`ErrorKind::Invalid`](courier_broker::ErrorKind::Invalid) error naming the
+//! key: a metadata key that is empty, not printable ASCII or has a `:`, a value (metadata, content type, reply-to
 //! in a header) with a line break, and a metadata key that is one of the
 //! headers above. Headers starting with `Nats-` are sent (e.g.
 //! `Nats-Msg-Id` for JetStream's deduplication) but are NATS's own and are
@@ -30,12 +30,12 @@ pub const NATS_PREFIX: &str = "Nats-";
 
 fn header_name(key: &str) -> Result<HeaderName, BrokerError> {
     if key.is_empty() {
-        return Err(BrokerError::Invalid(
-            "metadata key is empty, which a NATS header name cannot be".into(),
+        return Err(BrokerError::invalid(
+            "metadata key is empty, which a NATS header name cannot be",
         ));
     }
     HeaderName::from_str(key).map_err(|_| {
-        BrokerError::Invalid(format!(
+        BrokerError::invalid(format!(
             "metadata key {key:?} cannot be a NATS header name \
              (only printable ASCII without `:`)"
         ))
@@ -44,7 +44,7 @@ fn header_name(key: &str) -> Result<HeaderName, BrokerError> {
 
 fn header_value(what: &str, value: &str) -> Result<HeaderValue, BrokerError> {
     HeaderValue::from_str(value).map_err(|_| {
-        BrokerError::Invalid(format!(
+        BrokerError::invalid(format!(
             "{what} {value:?} cannot be a NATS header value (it has a line break)"
         ))
     })
@@ -58,7 +58,7 @@ pub fn to_headers(m: &Message, reply_in_header: bool) -> Result<HeaderMap, Broke
     let mut h = HeaderMap::new();
     for (k, v) in &m.metadata {
         if k == CONTENT_TYPE || (reply_in_header && k == REPLY_TO) {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "metadata key `{k}` is reserved on NATS (Courier sends a message field in it)"
             )));
         }

@@ -73,10 +73,12 @@ impl JetStream {
         context.set_timeout(timeout);
         let stream = if options.subjects.is_empty() {
             context.get_stream(&options.stream).await.map_err(|e| {
-                BrokerError::Invalid(format!(
-                    "jetstream stream `{}` is not there ({e}); set options.subjects to let Courier create it",
+                BrokerError::invalid(format!(
+                    "jetstream stream `{}` is not there (set options.subjects to let Courier create it)",
                     options.stream
                 ))
+                .with_backend(crate::KIND)
+                .with_source(e)
             })?
         } else {
             let stream = context
@@ -90,7 +92,7 @@ impl JetStream {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| connection_error(format!("stream `{}`: {e}", options.stream)))?;
+                .map_err(|e| connection_error(e).context(format!("stream `{}`", options.stream)))?;
             // An existing stream must capture the configured subjects too.
             let mut config = stream.cached_info().config.clone();
             let missing: Vec<String> = options
@@ -105,12 +107,11 @@ impl JetStream {
                 tracing::info!(stream = %options.stream, ?missing, "adding subjects to the stream");
                 config.subjects.extend(missing);
                 context.update_stream(config).await.map_err(|e| {
-                    connection_error(format!("updating stream `{}`: {e}", options.stream))
+                    connection_error(e).context(format!("updating stream `{}`", options.stream))
                 })?;
-                context
-                    .get_stream(&options.stream)
-                    .await
-                    .map_err(|e| connection_error(format!("stream `{}`: {e}", options.stream)))?
+                context.get_stream(&options.stream).await.map_err(|e| {
+                    connection_error(e).context(format!("stream `{}`", options.stream))
+                })?
             }
         };
         Ok(Self {
@@ -183,7 +184,7 @@ impl JetStream {
             Some(n) => self.stream.get_or_create_consumer(n, config).await,
             None => self.stream.create_consumer(config).await,
         }
-        .map_err(|e| connection_error(format!("creating consumer on `{filter}`: {e}")))?;
+        .map_err(|e| connection_error(e).context(format!("creating consumer on `{filter}`")))?;
         let consumer_name = consumer.cached_info().name.clone();
         let ephemeral = name.is_none().then(|| consumer_name.clone());
         Ok(Box::new(JsSubscription {
@@ -204,17 +205,12 @@ fn publish_error(
     timeout: Duration,
 ) -> BrokerError {
     match e.kind() {
-        PublishErrorKind::TimedOut => BrokerError::Timeout {
-            operation: "jetstream publish",
-            after: timeout,
-        },
+        PublishErrorKind::TimedOut => BrokerError::timeout("jetstream publish", timeout),
         // "No responders": no stream captures the subject — or JetStream is
         // not answering yet, right after a server restart. The client's
         // stream was there at connect, so treat it as the broker's fault.
-        PublishErrorKind::StreamNotFound => connection_error(format!(
-            "JetStream did not answer for `{topic}` (no stream captures it, or JetStream is restarting): {e}"
-        )),
-        _ => connection_error(format!("publishing to `{topic}`: {e}")),
+        PublishErrorKind::StreamNotFound => connection_error(e).context(format!("JetStream did not answer for `{topic}` (no stream captures it, or JetStream is restarting)")),
+        _ => connection_error(e).context(format!("publishing to `{topic}`")),
     }
 }
 
@@ -316,7 +312,7 @@ impl Subscription for JsSubscription {
                     match opened {
                         Ok(batch) => self.batch.insert(batch),
                         Err(e) => {
-                            return Some(Err(connection_error(format!("jetstream pull: {e}"))));
+                            return Some(Err(connection_error(e).context("jetstream pull")));
                         }
                     }
                 }
@@ -325,7 +321,7 @@ impl Subscription for JsSubscription {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     self.batch = None;
-                    return Some(Err(connection_error(format!("jetstream: {e}"))));
+                    return Some(Err(connection_error(e).context("jetstream")));
                 }
                 // The request expired or is complete: open another.
                 None => {
@@ -364,7 +360,7 @@ impl Subscription for JsSubscription {
             self.stream
                 .delete_consumer(&name)
                 .await
-                .map_err(|e| connection_error(format!("deleting consumer `{name}`: {e}")))?;
+                .map_err(|e| connection_error(e).context(format!("deleting consumer `{name}`")))?;
         }
         Ok(())
     }
@@ -377,7 +373,7 @@ struct JsAcker {
 }
 
 fn settle_error(e: async_nats::Error) -> BrokerError {
-    connection_error(format!("jetstream ack: {e}"))
+    connection_error(e).context("jetstream ack")
 }
 
 #[async_trait]

@@ -74,15 +74,14 @@ fn features(jetstream: bool) -> Features {
 }
 
 fn core_takes_no_extensions() -> BrokerError {
-    BrokerError::Invalid(
-        "subscription extensions (`durable`, `deliver-policy`, `max-ack-pending`) need a JetStream client (options.jetstream = true)"
-            .into(),
+    BrokerError::invalid(
+        "subscription extensions (`durable`, `deliver-policy`, `max-ack-pending`) need a JetStream client (options.jetstream = true)",
     )
 }
 
 pub(crate) const KIND: &str = "nats";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
@@ -94,12 +93,14 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
-    /// Connects to `url`; fails with [`BrokerError::Connection`] when the
+    /// Connects to `url`; fails with a
+    /// [`Connection`](courier_broker::ErrorKind::Connection) error when the
     /// server cannot be reached within the connect timeout. Once connected,
     /// the client reconnects by itself for as long as it lives, with capped
     /// exponential backoff ([`courier_broker::reconnect`]); losses and
     /// recoveries are logged and counted. While it is disconnected,
-    /// `publish` fails at once with [`BrokerError::Connection`].
+    /// `publish` fails at once with a
+    /// [`Connection`](courier_broker::ErrorKind::Connection) error.
     pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
         let link = Arc::new(Link::new(KIND, url.to_string()));
         let connect = async_nats::ConnectOptions::new()
@@ -132,7 +133,7 @@ impl NatsBackend {
             .connect(url);
         let client = match tokio::time::timeout(options.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(connection_error(format!("{url}: {e}"))),
+            Ok(Err(e)) => return Err(connection_error(e).context(url)),
             Err(_) => {
                 return Err(connection_error(format!(
                     "{url}: no answer within {:?}",

@@ -75,7 +75,7 @@ impl NatsOptions {
                 ("storage", self.storage.is_some()),
             ];
             if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
-                return Err(BrokerError::Invalid(format!(
+                return Err(BrokerError::invalid(format!(
                     "nats option `{key}` needs `jetstream = true`"
                 )));
             }
@@ -83,7 +83,7 @@ impl NatsOptions {
         if let Some(stream) = &self.stream
             && (stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']))
         {
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "nats option `stream`: expected a name without `.`, `*`, `>` or spaces, got `{stream}`"
             )));
         }

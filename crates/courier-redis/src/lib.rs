@@ -21,14 +21,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use courier_broker::reconnect::Link;
-use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
+use courier_broker::{
+    Backend, BrokerError, ErrorKind, Features, Message, Subscription, SubscriptionSpec,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use options::{RedisExtensions, RedisOptions};
 
 pub(crate) const KIND: &str = "redis";
 
-pub(crate) fn connection_error(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn connection_error(e: impl Into<courier_broker::error::BoxError>) -> BrokerError {
     BrokerError::connection(KIND, e)
 }
 
@@ -103,7 +105,7 @@ impl RedisBackend {
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self, BrokerError> {
         let options = options.clone();
         let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::Invalid(format!("redis url `{url}`: {e}")))?;
+            .map_err(|e| BrokerError::invalid(format!("redis url `{url}`")).with_source(e))?;
         let conn = manager(&client, &options).await?;
         Ok(Self {
             client,
@@ -160,7 +162,7 @@ impl Backend for RedisBackend {
         // only logs and counts the outage.
         match &published {
             Ok(()) => self.link.restored(),
-            Err(e @ BrokerError::Connection { .. }) => {
+            Err(e) if e.kind() == ErrorKind::Connection => {
                 self.link.lost(e);
             }
             Err(_) => {}

@@ -46,7 +46,7 @@ impl RedisOptions {
             } else {
                 "key-prefix"
             };
-            return Err(BrokerError::Invalid(format!(
+            return Err(BrokerError::invalid(format!(
                 "redis option `{key}` needs `streams = true`"
             )));
         }

@@ -57,9 +57,8 @@ pub fn no_extensions(extensions: &RedisExtensions) -> Result<(), BrokerError> {
     if extensions.is_empty() {
         Ok(())
     } else {
-        Err(BrokerError::Invalid(
-            "subscription extensions `durable` and `start` need a Streams client (options.streams = true)"
-                .into(),
+        Err(BrokerError::invalid(
+            "subscription extensions `durable` and `start` need a Streams client (options.streams = true)",
         ))
     }
 }
@@ -70,10 +69,10 @@ pub async fn subscribe(
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     if let Mode::Competing { .. } = spec.mode {
-        return Err(BrokerError::Unsupported {
-            backend: KIND,
-            what: "point-to-point subscriptions on pub/sub (set options.streams = true)".into(),
-        });
+        return Err(BrokerError::unsupported(
+            KIND,
+            "point-to-point subscriptions on pub/sub (set options.streams = true)",
+        ));
     }
     let extensions: RedisExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
     no_extensions(&extensions)?;

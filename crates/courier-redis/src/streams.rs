@@ -73,13 +73,13 @@ pub async fn subscribe(
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     if !spec.pattern.is_literal() {
-        return Err(BrokerError::Unsupported {
-            backend: KIND,
-            what: format!(
+        return Err(BrokerError::unsupported(
+            KIND,
+            format!(
                 "wildcard subscriptions on Redis Streams (`{}`): a stream is one key",
                 spec.pattern
             ),
-        });
+        ));
     }
     let stream = key(options, spec.pattern.as_str());
     let unique = format!(
@@ -135,9 +135,9 @@ async fn create_group(
     match created {
         Ok(()) => Ok(()),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(connection_error(format!(
-            "creating group `{group}` on `{stream}`: {e}"
-        ))),
+        Err(e) => {
+            Err(connection_error(e).context(format!("creating group `{group}` on `{stream}`")))
+        }
     }
 }
 

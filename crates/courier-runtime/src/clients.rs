@@ -97,7 +97,7 @@ impl ClientPool {
     fn client(&self, name: &str) -> Result<&ClientConfig, BrokerError> {
         self.configs
             .get(name)
-            .ok_or_else(|| BrokerError::Invalid(format!("no client named `{name}`")))
+            .ok_or_else(|| BrokerError::invalid(format!("no client named `{name}`")))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -108,7 +108,7 @@ impl ClientPool {
 /// A client whose backend this build lacks (its configuration was read by
 /// another build's registry).
 fn no_backend(kind: &str) -> BrokerError {
-    BrokerError::Invalid(format!("this build of Courier has no `{kind}` backend"))
+    BrokerError::invalid(format!("this build of Courier has no `{kind}` backend"))
 }
 
 #[async_trait]

@@ -81,9 +81,12 @@ async fn unreachable_server_is_a_connection_error() {
     let started = std::time::Instant::now();
     let err = runtime.clients().get("default").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(
-        matches!(err, courier_broker::BrokerError::Connection { .. }),
-        "{err}"
-    );
+    assert!(err.kind() == courier_broker::ErrorKind::Connection, "{err}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    // The client library's error is kept as the cause, not flattened.
+    let cause = std::error::Error::source(&err).expect("a cause");
+    assert!(
+        cause.downcast_ref::<async_nats::ConnectError>().is_some(),
+        "{cause:?}"
+    );
 }

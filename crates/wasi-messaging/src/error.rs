@@ -1,6 +1,6 @@
 //! Errors of the messaging host, and their one mapping onto the WIT `error`.
 
-use courier_broker::BrokerError;
+use courier_broker::{BrokerError, ErrorKind};
 
 use crate::bindings::Error as WitError;
 
@@ -22,12 +22,13 @@ pub enum MessagingError {
     Other(String),
 }
 
+/// Decided by [`BrokerError::kind`]; the text (with its cause) is kept.
 impl From<BrokerError> for MessagingError {
     fn from(e: BrokerError) -> Self {
-        match e {
-            BrokerError::Connection { .. } => Self::Connection(e.to_string()),
-            BrokerError::Timeout { .. } => Self::Timeout(e.to_string()),
-            other => Self::Other(other.to_string()),
+        match e.kind() {
+            ErrorKind::Connection => Self::Connection(e.to_string()),
+            ErrorKind::Timeout => Self::Timeout(e.to_string()),
+            _ => Self::Other(e.to_string()),
         }
     }
 }
@@ -51,5 +52,41 @@ pub fn describe(e: &WitError) -> String {
         WitError::Timeout => "timeout".into(),
         WitError::Connection(s) => format!("connection: {s}"),
         WitError::Other(s) => s.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn wit(e: BrokerError) -> WitError {
+        MessagingError::from(e).into()
+    }
+
+    #[test]
+    fn broker_errors_map_by_kind() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        match wit(BrokerError::connection("nats", refused)) {
+            WitError::Connection(s) => assert_eq!(s, "connection to nats broker failed: refused"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            wit(BrokerError::timeout("publish", Duration::from_secs(1))),
+            WitError::Timeout
+        ));
+        // A text that happens to mention a connection does not make it one.
+        match wit(BrokerError::invalid("connection to x broker failed")) {
+            WitError::Other(s) => assert_eq!(s, "invalid request: connection to x broker failed"),
+            other => panic!("{other:?}"),
+        }
+        for e in [
+            BrokerError::settled("gone"),
+            BrokerError::unsupported("redis", "durable"),
+            BrokerError::other("odd"),
+        ] {
+            assert!(matches!(wit(e), WitError::Other(_)));
+        }
     }
 }

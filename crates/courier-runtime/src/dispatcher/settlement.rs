@@ -10,7 +10,7 @@ use std::time::Duration;
 use courier_broker::message::{
     ATTEMPT_KEY, ATTEMPTS_KEY, DELIVERY_ID_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY,
 };
-use courier_broker::{BrokerError, Delivery};
+use courier_broker::{Delivery, ErrorKind};
 use futures::FutureExt;
 use futures::future::join_all;
 use tokio::time::Instant;
@@ -82,7 +82,7 @@ impl GuestRuntime {
         match held.acker.ack().await {
             Ok(()) => true,
             // The broker's own words say what becomes of it.
-            Err(e @ BrokerError::Settled(_)) => {
+            Err(e) if e.kind() == ErrorKind::Settled => {
                 tracing::warn!(guest = %self.name, topic = %held.message.topic, "not acknowledged: {e}");
                 false
             }
@@ -110,7 +110,7 @@ impl GuestRuntime {
         tracing::debug!(guest = %self.name, topic = %held.message.topic, attempt = held.attempt, ?delay, "redelivering: {reason}");
         match held.acker.nack(delay).await {
             Ok(()) => self.stats.add(Stat::Redelivered, 1),
-            Err(e @ BrokerError::Settled(_)) => {
+            Err(e) if e.kind() == ErrorKind::Settled => {
                 tracing::warn!(guest = %self.name, "not redelivered by Courier: {e}")
             }
             Err(e) => {
