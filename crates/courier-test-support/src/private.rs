@@ -1,0 +1,323 @@
+//! Private broker processes for fault-injection tests.
+//!
+//! Each [`PrivateBroker`] is a broker of its own — nats-server with
+//! JetStream, redis-server with an fsync'ed append-only file, mosquitto with
+//! persistence, or a RabbitMQ node — on a free loopback port, keeping its
+//! data in a temporary directory, so a test can kill and restart it without
+//! disturbing the shared brokers other tests use. The process is killed when
+//! the guard is dropped, also when the test panics.
+//!
+//! A test that runs one says so with [`Need::Installed`](crate::Need), so a
+//! missing program ignores it (and fails it when `CI=true`).
+//! `COURIER_NATS_SERVER`, `COURIER_REDIS_SERVER`, `COURIER_MOSQUITTO`,
+//! `COURIER_RABBITMQ_SERVER` and `COURIER_RABBITMQCTL` override where the
+//! programs are found.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::brokers::{Broker, find_program};
+use crate::net::{accepting, free_port};
+use crate::wait::eventually;
+
+/// How long a start may take before the test fails.
+fn boot_time(kind: Broker) -> Duration {
+    match kind {
+        Broker::RabbitMq => Duration::from_secs(60),
+        _ => Duration::from_secs(15),
+    }
+}
+
+static NODES: AtomicU32 = AtomicU32::new(0);
+
+/// One private broker process, restartable on the same port and data.
+pub struct PrivateBroker {
+    kind: Broker,
+    program: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    node: String,
+    child: Option<Child>,
+    /// Times the broker was stopped or killed while running.
+    pub faults: u32,
+}
+
+impl PrivateBroker {
+    /// Starts a private broker of `kind` and waits until it accepts
+    /// connections. Panics when its program is missing (a test declares
+    /// [`Need::Installed`](crate::Need) to be ignored instead) or it does
+    /// not start.
+    pub fn start(kind: Broker) -> Self {
+        let program = kind.program().unwrap_or_else(|why| panic!("{why}"));
+        let dir = tempfile::Builder::new()
+            .prefix("courier-faults-")
+            .tempdir()
+            .expect("tempdir");
+        let node = format!(
+            "courier-faults-{}-{}@localhost",
+            std::process::id(),
+            NODES.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut broker = Self {
+            kind,
+            program,
+            port: free_port(),
+            dir,
+            node,
+            child: None,
+            faults: 0,
+        };
+        broker.prepare();
+        broker.launch();
+        broker
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `backend` and `url` lines of a `[clients.*]` table for this broker.
+    pub fn client(&self) -> String {
+        self.kind.client_at(self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Writes configuration files once.
+    fn prepare(&self) {
+        let data = self.data();
+        std::fs::create_dir_all(&data).expect("data dir");
+        match self.kind {
+            Broker::Mosquitto => {
+                let conf = format!(
+                    "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                     persistence_location {}/\nmax_queued_messages 100000\n\
+                     max_inflight_messages 100\nlog_dest stderr\n",
+                    self.port,
+                    data.display()
+                );
+                std::fs::write(self.dir.path().join("mosquitto.conf"), conf).expect("conf");
+            }
+            Broker::RabbitMq => {
+                let conf = format!(
+                    "listeners.tcp.local = 127.0.0.1:{}\nloopback_users = none\n",
+                    self.port
+                );
+                std::fs::write(self.dir.path().join("rabbitmq.conf"), conf).expect("conf");
+                std::fs::write(self.dir.path().join("enabled_plugins"), "[].\n").expect("plugins");
+                // The packaged wrapper runs the node as the `rabbitmq` user.
+                for p in [self.dir.path(), &data] {
+                    let _ = Command::new("chmod").arg("-R").arg("a+rwX").arg(p).status();
+                }
+            }
+            Broker::Nats | Broker::Redis => {}
+        }
+    }
+
+    fn command(&self) -> Command {
+        let dir = self.dir.path();
+        let data = self.data();
+        let mut cmd = Command::new(&self.program);
+        match self.kind {
+            Broker::Nats => {
+                cmd.args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(&data);
+            }
+            Broker::Redis => {
+                cmd.args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &self.port.to_string(),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                    "--dir",
+                ])
+                .arg(&data);
+            }
+            Broker::Mosquitto => {
+                cmd.arg("-c").arg(dir.join("mosquitto.conf"));
+            }
+            Broker::RabbitMq => {
+                let dist = free_port();
+                cmd.env("RABBITMQ_NODENAME", &self.node)
+                    .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                    .env("RABBITMQ_NODE_PORT", self.port.to_string())
+                    .env("RABBITMQ_DIST_PORT", dist.to_string())
+                    .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+                    .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+                    .env("RABBITMQ_MNESIA_BASE", data.join("mnesia"))
+                    .env("RABBITMQ_LOG_BASE", data.join("log"));
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .expect("broker log");
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0);
+        cmd
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let child = self.command().spawn().expect("spawn broker");
+        self.child = Some(child);
+        let mut exited = None;
+        let up = eventually(boot_time(self.kind), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                exited = Some(status);
+                return true;
+            }
+            accepting(self.port)
+        });
+        if let Some(status) = exited {
+            self.child = None;
+            panic!(
+                "{:?} exited at start ({status}); log:\n{}",
+                self.kind,
+                self.log()
+            );
+        }
+        assert!(
+            up,
+            "{:?} did not listen on {} within {:?}; log:\n{}",
+            self.kind,
+            self.port,
+            boot_time(self.kind),
+            self.log()
+        );
+    }
+
+    /// Whether the broker accepts connections.
+    pub fn listening(&self) -> bool {
+        accepting(self.port)
+    }
+
+    /// The end of the broker's log, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text[text.floor_char_boundary(start)..].to_string()
+    }
+
+    /// Starts the broker again on the same port and data.
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+
+    /// Kills the broker at once (SIGKILL): no shutdown, no final save.
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        self.faults += 1;
+    }
+
+    /// Stops the broker the way a service manager does (SIGTERM, or
+    /// `rabbitmqctl stop` for RabbitMQ), waiting until it has exited.
+    pub fn stop(&mut self) {
+        if self.kind == Broker::RabbitMq {
+            let ctl = std::env::var("COURIER_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+            let ctl = find_program(&ctl).unwrap_or_else(|| PathBuf::from(ctl));
+            let stopped = Command::new(ctl)
+                .args(["-n", &self.node, "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(stopped, Ok(s) if s.success()) {
+                eprintln!("rabbitmqctl stop failed ({stopped:?}); killing the node");
+            }
+        }
+        self.signal("TERM");
+        self.faults += 1;
+    }
+
+    /// Sends `signal` to the broker's processes and waits (bounded) until the
+    /// port is closed and the process is gone; escalates to SIGKILL.
+    fn signal(&mut self, signal: &str) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        self.send(signal, child.id());
+        let gone = eventually(Duration::from_secs(20), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+                && self.node_pids().is_empty()
+                && !accepting(self.port)
+        });
+        if !gone {
+            self.send("KILL", child.id());
+            let _ = child.wait();
+        }
+    }
+
+    /// Signals the process group of `pid` and, for RabbitMQ, the node's
+    /// processes (the packaged wrapper starts them in a session of their own).
+    fn send(&self, signal: &str, pid: u32) {
+        let mut targets = vec![format!("-{pid}")];
+        targets.extend(self.node_pids().into_iter().map(|p| p.to_string()));
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .args(&targets)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Processes started for this test's RabbitMQ node: the node name, unique
+    /// to this process and broker, is in their environment.
+    fn node_pids(&self) -> Vec<u32> {
+        if self.kind != Broker::RabbitMq {
+            return Vec::new();
+        }
+        let needle = format!("RABBITMQ_NODENAME={}", self.node);
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            self.send("KILL", child.id());
+            let mut child = child;
+            let _ = child.wait();
+        }
+        // A node left by a failed stop.
+        for pid in self.node_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
