@@ -118,6 +118,17 @@ pub async fn target_features(target: &Target) -> Features {
     runtime.clients().get("default").await.unwrap().features()
 }
 
+/// The mode in which the broker holds each message for one consumer until
+/// it is settled: `point-to-point` where the backend has competing
+/// consumers, else `pub-sub`.
+async fn queue_mode(target: &Target) -> &'static str {
+    if target_features(target).await.competing {
+        "point-to-point"
+    } else {
+        "pub-sub"
+    }
+}
+
 /// How long after a settle a broker that did not get it hands the message
 /// over again, for a guest with these `ack-wait-ms` and
 /// `handler-timeout-ms` (the deadline the host gives the broker), and a
@@ -296,7 +307,10 @@ pub async fn ack_nack_redelivery_and_dead_letter(target: &Target) {
     // Acked messages are not delivered again: an ack the broker did not get
     // would bring its message back within the broker's ack deadline
     // (handler timeout + ack wait + 1 s = 1.6 s here), and the guest would
-    // publish it again.
+    // publish it again. This fails on the backends with an ack deadline
+    // (embedded, JetStream, Redis Streams) when the host drops the ack of
+    // `ok-1`; core NATS, Redis pub/sub, RabbitMQ and MQTT hand nothing over
+    // again while the connection lives, so there it cannot.
     let again = drain(&mut out, redelivery_window(100, 500)).await;
     assert!(again.is_empty(), "delivered again: {again:?}");
     let s2 = b.runtime.guest("flaky").unwrap().stats();
@@ -388,11 +402,7 @@ pub async fn ordering_and_ten_thousand_messages(target: &Target) {
 }
 
 pub async fn restart_keeps_working(target: &Target) {
-    let mode = if target_features(target).await.competing {
-        "point-to-point"
-    } else {
-        "pub-sub"
-    };
+    let mode = queue_mode(target).await;
     let guests = &format!(
         r#"
         [guests.up]
@@ -544,11 +554,7 @@ pub async fn guests_stay_inside_their_grants(target: &Target) {
 /// redelivered, and nothing else is charged an attempt; the subscription
 /// made again receives the next message.
 pub async fn settling_after_unsubscribing_mid_call(target: &Target) {
-    let mode = if target_features(target).await.competing {
-        "point-to-point"
-    } else {
-        "pub-sub"
-    };
+    let mode = queue_mode(target).await;
     let b = Bench::start(
         target,
         &format!(
