@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use courier_runtime::{Config, Runtime};
+use courier_test_support::process::Lines;
 use courier_test_support::{Broker, Need, Trials, unique, wait_until_async};
 
 /// Starts `uppercase` on `client`, subscribed to `{ns}.in`, writing to `{ns}.out`.
@@ -80,21 +81,23 @@ async fn redis_cli_pubsub_in_and_out() {
     let runtime = uppercase(&Broker::Redis.client(), &ns).await;
     let output = format!("{ns}.out");
     let port = Broker::Redis.port().to_string();
-    let sub = Command::new("timeout")
-        .args(["10", "redis-cli", "-p", &port, "SUBSCRIBE", &output])
+    // `stdbuf` has redis-cli write each line at once into the pipe.
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &port, "SUBSCRIBE", &output])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let lines = Lines::new(sub.stdout.take().unwrap());
     // Wait until the subscriber is there, then publish with redis-cli.
     wait_until_async(WAIT, "redis-cli subscribed", || {
         redis_cli(&["PUBSUB", "NUMSUB", &output]).lines().nth(1) == Some("1")
     })
     .await;
     redis_cli(&["PUBLISH", &format!("{ns}.in"), "hello"]);
-    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("HELLO"));
+    let got = tokio::task::block_in_place(|| lines.until(WAIT, |l| l == b"HELLO\n"));
+    let _ = sub.kill();
+    let _ = sub.wait();
+    got.expect("the guest's output reaches redis-cli");
     runtime.stop().await;
 }
 
@@ -102,8 +105,8 @@ async fn redis_cli_pubsub_in_and_out() {
 #[cfg(feature = "mqtt")]
 struct MosquittoSub {
     child: std::process::Child,
-    /// Its standard output, line by line (each with its `\n`).
-    lines: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Its standard output.
+    lines: Lines,
 }
 
 #[cfg(feature = "mqtt")]
@@ -114,7 +117,8 @@ impl MosquittoSub {
         let debug = |line: &[u8]| line.starts_with(b"Client ") || line.starts_with(b"Subscribed");
         let out = self
             .lines
-            .iter()
+            .rest()
+            .into_iter()
             .filter(|l| !debug(l))
             .collect::<Vec<_>>()
             .concat();
@@ -129,8 +133,6 @@ impl MosquittoSub {
 /// into the pipe).
 #[cfg(feature = "mqtt")]
 fn mosquitto_sub(topic: &str, format: &str) -> MosquittoSub {
-    use std::io::BufRead;
-
     let port = Broker::Mosquitto.port().to_string();
     let args = [
         "-h",
@@ -152,29 +154,13 @@ fn mosquitto_sub(topic: &str, format: &str) -> MosquittoSub {
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub is needed for this test");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = Vec::new();
-        while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match lines.recv_timeout(WAIT) {
-            Ok(line) if line.windows(15).any(|w| w == b"received SUBACK") => {
-                return MosquittoSub { child, lines };
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mosquitto_sub did not subscribe within {WAIT:?}: {e}");
-            }
-        }
+    let lines = Lines::new(child.stdout.take().expect("stdout"));
+    if let Err(e) = lines.until(WAIT, |l| l.windows(15).any(|w| w == b"received SUBACK")) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mosquitto_sub did not subscribe: {e}");
     }
+    MosquittoSub { child, lines }
 }
 
 /// `mosquitto_pub` of `message` on `topic` at QoS 1, with extra arguments.
@@ -440,7 +426,11 @@ fn main() -> ExitCode {
     let mut trials = Trials::new();
     #[cfg(feature = "redis")]
     {
-        let needs = [Need::Broker(Broker::Redis), Need::Tool("redis-cli")];
+        let needs = [
+            Need::Broker(Broker::Redis),
+            Need::Tool("redis-cli"),
+            Need::Tool("stdbuf"),
+        ];
         trials.tokio(
             "redis_cli_streams_in_and_out",
             &needs,

@@ -6,8 +6,9 @@
 //! - [`trials`]: a test harness (on `libtest-mimic`) whose tests say what
 //!   they need: a test whose broker is absent is reported *ignored* with the
 //!   reason, and fails when `CI=true`.
-//! - [`net`], [`names`], [`wait`]: free ports, unique channel names, and
-//!   waiting on a real condition with a deadline.
+//! - [`net`], [`names`], [`wait`], [`process`]: free ports, unique channel
+//!   names, waiting on a real condition with a deadline, and on a child
+//!   process's output line.
 //! - [`messages`], [`guests`]: reading subscriptions, and the guest
 //!   components built by the `test-programs` crate.
 
@@ -19,6 +20,7 @@ pub mod messages;
 pub mod names;
 pub mod net;
 pub mod private;
+pub mod process;
 pub mod trials;
 pub mod wait;
 
