@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the broker services used by the tests run on loopback, starting
 # any that is down. On a laptop without them it warns (the tests of those
-# backends skip); with CI=true a missing broker is an error.
+# backends are reported ignored); with CI=true a missing broker is an error.
 set -uo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -23,7 +23,7 @@ start() {
     echo "brokers: $name is not running on 127.0.0.1:$port and could not be started" >&2
     return 1
   fi
-  echo "brokers: $name is not available on 127.0.0.1:$port; its tests will skip" >&2
+  echo "brokers: $name is not available on 127.0.0.1:$port; its tests will be ignored" >&2
   return 0
 }
 

@@ -6,6 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use courier_test_support::{accepting, free_port, wait_until};
+
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 
 /// Runs `courier ARGS` with `input` on stdin; kills it after 60 s.
@@ -235,11 +237,7 @@ fn http(addr: &str, request: &str) -> String {
 
 #[test]
 fn http_ingress_metrics_and_health() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = Server(
         Command::new(COURIER)
@@ -265,17 +263,13 @@ fn http_ingress_metrics_and_health() {
             let _ = tx.send(line.unwrap());
         }
     });
-    let mut health = String::new();
-    for _ in 0..300 {
-        if TcpStream::connect(&addr).is_ok() {
-            health = http(
-                &addr,
-                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(60), "the host serving HTTP", || {
+        accepting(port)
+    });
+    let health = http(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(
         health.starts_with("HTTP/1.1 200") && health.contains("\"status\":\"ok\""),
         "{health}"
@@ -329,25 +323,22 @@ fn a_data_directory_in_use_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
-    // The first host holds the data directory while it runs.
-    let mut first = Command::new(COURIER)
-        .args(["run", test_programs::UPPERCASE, "--subscribe", "in"])
-        .args(["--data-dir", data])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn courier");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::path::Path::new(data).join("lock").exists()
-        && std::fs::read_dir(data).map_or(true, |d| d.count() == 0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first host never opened its data dir"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // The first host holds the data directory while it runs: it opens it
+    // before it starts, and serves HTTP once started.
+    let port = free_port();
+    let first = Server(
+        Command::new(COURIER)
+            .args(["run", test_programs::UPPERCASE, "--subscribe", "in"])
+            .args(["--data-dir", data])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn courier"),
+    );
+    wait_until(Duration::from_secs(60), "the first host started", || {
+        accepting(port)
+    });
     let second = courier(
         &[
             "run",
@@ -359,8 +350,7 @@ fn a_data_directory_in_use_is_refused_with_a_clear_error() {
         ],
         "x\n",
     );
-    let _ = first.kill();
-    let _ = first.wait();
+    drop(first);
     assert!(!second.status.success());
     let err = text(&second.stderr);
     assert!(

@@ -13,23 +13,23 @@
 //! the kill points (random counts of accepted messages) repeatable:
 //!
 //! ```sh
-//! COURIER_CRASH_N=10000 cargo test -p courier-cli --test crash -- --nocapture
+//! COURIER_CRASH_N=10000 cargo test -p courier-cli --test crash
 //! ```
+//!
+//! A broker that is not listening makes its test ignored with the reason
+//! (failed when `CI=true`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use courier_test_support::{Broker, Need, Trials, free_port, unique};
 use rand::{Rng, SeedableRng};
-
-mod common;
-
-use common::{broker, unique};
 
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 
@@ -61,14 +61,6 @@ fn post(port: u16, channel: &str, body: &str) -> std::io::Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {response:?}")))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Workload<'a> {
@@ -176,7 +168,8 @@ env = {{ OUT = "{ns}.out" }}
                             break;
                         }
                         Ok(code) => panic!("the ingress answered {code} for m{i}"),
-                        // Down, starting, or killed mid-request: try again.
+                        // Down, starting, or killed mid-request (the
+                        // scenario): a client retries after a pause.
                         Err(_) => std::thread::sleep(Duration::from_millis(20)),
                     }
                 }
@@ -272,7 +265,6 @@ env = {{ OUT = "{ns}.out" }}
     );
 }
 
-#[test]
 fn durable_embedded_broker_loses_nothing_under_sigkill() {
     let data = tempfile::tempdir().unwrap();
     crash_workload(Workload {
@@ -284,50 +276,66 @@ fn durable_embedded_broker_loses_nothing_under_sigkill() {
 }
 
 #[cfg(feature = "nats")]
-#[test]
 fn jetstream_loses_nothing_under_sigkill() {
-    if !broker("nats-server", 4222) {
-        return;
-    }
     crash_workload(Workload {
         name: "jetstream",
-        client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
-                 options = { jetstream = true, stream = \"COURIER_CRASH\", subjects = \"crash.>\", \
-                 storage = \"memory\" }"
-            .into(),
+        client: format!(
+            "{}\noptions = {{ jetstream = true, stream = \"COURIER_CRASH\", \
+             subjects = \"crash.>\", storage = \"memory\" }}",
+            Broker::Nats.client()
+        ),
         host: String::new(),
         ns: unique("crash"),
     });
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn redis_streams_lose_nothing_under_sigkill() {
-    if !broker("redis-server", 6379) {
-        return;
-    }
     crash_workload(Workload {
         name: "redis-streams",
-        client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
-                 options = { streams = true }"
-            .into(),
+        client: format!("{}\noptions = {{ streams = true }}", Broker::Redis.client()),
         host: String::new(),
         ns: unique("crash"),
     });
 }
 
 #[cfg(feature = "amqp")]
-#[test]
 fn rabbitmq_loses_nothing_under_sigkill() {
-    if !broker("rabbitmq", 5672) {
-        return;
-    }
     crash_workload(Workload {
         name: "rabbitmq",
-        client: "backend = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n\
-                 options = { exchange = \"courier.crash\" }"
-            .into(),
+        client: format!(
+            "{}\noptions = {{ exchange = \"courier.crash\" }}",
+            Broker::RabbitMq.client()
+        ),
         host: String::new(),
         ns: unique("crash"),
     });
+}
+
+fn main() -> ExitCode {
+    let mut trials = Trials::new();
+    trials.test(
+        "durable_embedded_broker_loses_nothing_under_sigkill",
+        &[],
+        durable_embedded_broker_loses_nothing_under_sigkill,
+    );
+    #[cfg(feature = "nats")]
+    trials.test(
+        "jetstream_loses_nothing_under_sigkill",
+        &[Need::Broker(Broker::Nats)],
+        jetstream_loses_nothing_under_sigkill,
+    );
+    #[cfg(feature = "redis")]
+    trials.test(
+        "redis_streams_lose_nothing_under_sigkill",
+        &[Need::Broker(Broker::Redis)],
+        redis_streams_lose_nothing_under_sigkill,
+    );
+    #[cfg(feature = "amqp")]
+    trials.test(
+        "rabbitmq_loses_nothing_under_sigkill",
+        &[Need::Broker(Broker::RabbitMq)],
+        rabbitmq_loses_nothing_under_sigkill,
+    );
+    trials.run()
 }

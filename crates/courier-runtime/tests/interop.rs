@@ -1,22 +1,15 @@
 //! A guest between each broker's own tools: messages from `redis-cli`,
 //! `mosquitto_pub` and a plain AMQP client reach the guest, and what it sends
 //! is read back by `redis-cli`, `mosquitto_sub` and a plain AMQP client.
+//! A broker that is not listening, or a tool that is not installed, makes
+//! the tests that need it ignored with the reason (failed when `CI=true`).
 
-mod common;
-
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use courier_runtime::{Config, Runtime};
-
-/// A unique channel prefix.
-fn ns(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}.t{}x{nanos}", std::process::id())
-}
+use courier_test_support::process::Lines;
+use courier_test_support::{Broker, Need, Trials, unique, wait_until_async};
 
 /// Starts `uppercase` on `client`, subscribed to `{ns}.in`, writing to `{ns}.out`.
 async fn uppercase(client: &str, ns: &str) -> Runtime {
@@ -48,112 +41,144 @@ fn run(tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} never happened");
+/// `redis-cli ARGS` against the shared Redis; its standard output.
+#[cfg(feature = "redis")]
+fn redis_cli(args: &[&str]) -> String {
+    let port = Broker::Redis.port().to_string();
+    run("redis-cli", &[&["-p", port.as_str()], args].concat())
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test]
 async fn redis_cli_streams_in_and_out() {
-    if !common::broker("redis-server", 6379) {
-        return;
-    }
-    let ns = ns("interop");
+    let ns = unique("interop");
     let runtime = uppercase(
-        "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\noptions = { streams = true }",
+        &format!("{}\noptions = {{ streams = true }}", Broker::Redis.client()),
         &ns,
     )
     .await;
     let (input, output) = (format!("{ns}.in"), format!("{ns}.out"));
-    run(
-        "redis-cli",
-        &[
-            "XADD",
-            &input,
-            "*",
-            "data",
-            "hello from redis-cli",
-            "meta:trace",
-            "7",
-        ],
-    );
-    eventually("the guest's output in the stream", || {
-        let entries = run("redis-cli", &["XRANGE", &output, "-", "+"]);
+    redis_cli(&[
+        "XADD",
+        &input,
+        "*",
+        "data",
+        "hello from redis-cli",
+        "meta:trace",
+        "7",
+    ]);
+    wait_until_async(WAIT, "the guest's output in the stream", || {
+        let entries = redis_cli(&["XRANGE", &output, "-", "+"]);
         entries.contains("HELLO FROM REDIS-CLI") && entries.contains("meta:trace")
     })
     .await;
     runtime.stop().await;
-    run("redis-cli", &["DEL", &input, &output]);
+    redis_cli(&["DEL", &input, &output]);
 }
 
 #[cfg(feature = "redis")]
-#[tokio::test]
 async fn redis_cli_pubsub_in_and_out() {
-    if !common::broker("redis-server", 6379) {
-        return;
-    }
-    let ns = ns("interop");
-    let runtime = uppercase("backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"", &ns).await;
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::Redis.client(), &ns).await;
     let output = format!("{ns}.out");
-    let sub = Command::new("timeout")
-        .args(["10", "redis-cli", "SUBSCRIBE", &output])
+    let port = Broker::Redis.port().to_string();
+    // `stdbuf` has redis-cli write each line at once into the pipe.
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &port, "SUBSCRIBE", &output])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let lines = Lines::new(sub.stdout.take().unwrap());
     // Wait until the subscriber is there, then publish with redis-cli.
-    eventually("redis-cli subscribed", || {
-        run("redis-cli", &["PUBSUB", "NUMSUB", &output])
-            .lines()
-            .nth(1)
-            == Some("1")
+    wait_until_async(WAIT, "redis-cli subscribed", || {
+        redis_cli(&["PUBSUB", "NUMSUB", &output]).lines().nth(1) == Some("1")
     })
     .await;
-    run("redis-cli", &["PUBLISH", &format!("{ns}.in"), "hello"]);
-    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("HELLO"));
+    redis_cli(&["PUBLISH", &format!("{ns}.in"), "hello"]);
+    let got = tokio::task::block_in_place(|| lines.until(WAIT, |l| l == b"HELLO\n"));
+    let _ = sub.kill();
+    let _ = sub.wait();
+    got.expect("the guest's output reaches redis-cli");
     runtime.stop().await;
 }
 
-/// `mosquitto_sub` for one message on `topic`, printed with `format`.
+/// A running `mosquitto_sub` for one message, subscribed.
 #[cfg(feature = "mqtt")]
-fn mosquitto_sub(topic: &str, format: &str) -> std::process::Child {
-    let args = ["-h", "127.0.0.1", "-V", "mqttv5", "-C", "1", "-W", "10"];
-    Command::new("mosquitto_sub")
+struct MosquittoSub {
+    child: std::process::Child,
+    /// Its standard output.
+    lines: Lines,
+}
+
+#[cfg(feature = "mqtt")]
+impl MosquittoSub {
+    /// What it printed for its message (its own debug lines left out),
+    /// once it has exited.
+    fn output(mut self) -> Vec<u8> {
+        let debug = |line: &[u8]| line.starts_with(b"Client ") || line.starts_with(b"Subscribed");
+        let out = self
+            .lines
+            .rest()
+            .into_iter()
+            .filter(|l| !debug(l))
+            .collect::<Vec<_>>()
+            .concat();
+        self.child.wait().expect("mosquitto_sub ends");
+        out
+    }
+}
+
+/// `mosquitto_sub` for one message on `topic`, printed with `format`;
+/// returns once the broker has acknowledged its subscription (its debug
+/// output, `-d`, shows the SUBACK; `stdbuf` has it write each line at once
+/// into the pipe).
+#[cfg(feature = "mqtt")]
+fn mosquitto_sub(topic: &str, format: &str) -> MosquittoSub {
+    let port = Broker::Mosquitto.port().to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv5",
+        "-C",
+        "1",
+        "-W",
+        "10",
+        "-d",
+    ];
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub"])
         .args(args)
         .args(["-t", topic, "-F", format])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("mosquitto_sub is needed for this test")
+        .expect("mosquitto_sub is needed for this test");
+    let lines = Lines::new(child.stdout.take().expect("stdout"));
+    if let Err(e) = lines.until(WAIT, |l| l.windows(15).any(|w| w == b"received SUBACK")) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mosquitto_sub did not subscribe: {e}");
+    }
+    MosquittoSub { child, lines }
 }
 
 /// `mosquitto_pub` of `message` on `topic` at QoS 1, with extra arguments.
 #[cfg(feature = "mqtt")]
 fn mosquitto_pub(topic: &str, message: &str, extra: &[&str]) {
-    let mut args = vec!["-h", "127.0.0.1", "-V", "mqttv5", "-q", "1"];
+    let port = Broker::Mosquitto.port().to_string();
+    let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1"];
     args.extend(["-t", topic, "-m", message]);
     args.extend(extra);
     run("mosquitto_pub", &args);
 }
 
 #[cfg(feature = "mqtt")]
-#[tokio::test]
 async fn mosquitto_pub_in_and_mosquitto_sub_out() {
-    if !common::broker("mosquitto", 1883) {
-        return;
-    }
-    let ns = ns("interop");
-    let runtime = uppercase("backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"", &ns).await;
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::Mosquitto.client(), &ns).await;
     let topic = |ch: &str| format!("{ns}.{ch}").replace('.', "/");
-    let sub = mosquitto_sub(&topic("out"), "%t|%C|%P|%p");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sub = tokio::task::block_in_place(|| mosquitto_sub(&topic("out"), "%t|%C|%P|%p"));
     let properties = [
         "-D",
         "publish",
@@ -166,10 +191,10 @@ async fn mosquitto_pub_in_and_mosquitto_sub_out() {
         "7",
     ];
     mosquitto_pub(&topic("in"), "hello", &properties);
-    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+    let out = tokio::task::spawn_blocking(move || sub.output())
         .await
         .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = String::from_utf8_lossy(&out).into_owned();
     // The topic, content type, user property and payload, through the guest.
     let expected = format!("{}|text/plain|trace:7|HELLO", topic("out"));
     assert_eq!(line.trim_end(), expected);
@@ -183,14 +208,14 @@ async fn mosquitto_pub_in_and_mosquitto_sub_out() {
 async fn mosquitto_request_and_reply(correlation: &[u8]) -> (String, Vec<u8>) {
     use std::os::unix::ffi::OsStrExt;
 
-    let ns = ns("interop");
-    let runtime = uppercase("backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"", &ns).await;
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::Mosquitto.client(), &ns).await;
     let topic = |ch: &str| format!("{ns}.{ch}").replace('.', "/");
     let replies = topic("replies");
-    let sub = mosquitto_sub(&replies, "%t|%D|%P|%p");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sub = tokio::task::block_in_place(|| mosquitto_sub(&replies, "%t|%D|%P|%p"));
+    let port = Broker::Mosquitto.port().to_string();
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-V", "mqttv5", "-q", "1"])
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1"])
         .args(["-t", &topic("in"), "-m", "hello"])
         .args(["-D", "publish", "response-topic", &replies])
         .args(["-D", "publish", "user-property", "trace", "7"])
@@ -199,21 +224,17 @@ async fn mosquitto_request_and_reply(correlation: &[u8]) -> (String, Vec<u8>) {
         .status()
         .expect("mosquitto_pub is needed for this test");
     assert!(status.success(), "mosquitto_pub failed");
-    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+    let out = tokio::task::spawn_blocking(move || sub.output())
         .await
         .unwrap();
     runtime.stop().await;
-    (replies, out.stdout)
+    (replies, out)
 }
 
 /// The usual MQTT 5 request/response: the guest's reply on the response
 /// topic carries the request's correlation data (and not as a user property).
 #[cfg(feature = "mqtt")]
-#[tokio::test]
 async fn mosquitto_rpc_reply_keeps_correlation_data() {
-    if !common::broker("mosquitto", 1883) {
-        return;
-    }
     let (replies, out) = mosquitto_request_and_reply(b"req-42").await;
     let line = String::from_utf8_lossy(&out).into_owned();
     assert_eq!(line.trim_end(), format!("{replies}|req-42|trace:7|HELLO"));
@@ -222,11 +243,7 @@ async fn mosquitto_rpc_reply_keeps_correlation_data() {
 /// Correlation data that is not UTF-8 reaches the guest hex-encoded and comes
 /// back as the same bytes.
 #[cfg(feature = "mqtt")]
-#[tokio::test]
 async fn mosquitto_rpc_reply_keeps_binary_correlation_data() {
-    if !common::broker("mosquitto", 1883) {
-        return;
-    }
     let correlation = b"\xff\xfe-7";
     let (replies, out) = mosquitto_request_and_reply(correlation).await;
     let expected = [
@@ -287,19 +304,15 @@ async fn amqp_listener(
 }
 
 #[cfg(feature = "amqp")]
-#[tokio::test]
 async fn plain_amqp_client_in_and_out() {
     use futures::StreamExt;
     use lapin::BasicProperties;
     use lapin::options::{BasicAckOptions, BasicPublishOptions};
     use lapin::types::{AMQPValue, FieldTable};
 
-    if !common::broker("rabbitmq", 5672) {
-        return;
-    }
-    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-    let ns = ns("interop");
-    let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
+    let url = &Broker::RabbitMq.url();
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::RabbitMq.client(), &ns).await;
 
     let (_conn, channel, mut consumer) = amqp_listener(url, &format!("{ns}.out")).await;
     let mut headers = FieldTable::default();
@@ -350,19 +363,15 @@ async fn plain_amqp_client_in_and_out() {
 /// `correlation_id`, and the guest's reply, sent to `reply_to` with the
 /// request's metadata, carries the same `correlation_id` property.
 #[cfg(feature = "amqp")]
-#[tokio::test]
 async fn amqp_rpc_reply_keeps_correlation_id() {
     use futures::StreamExt;
     use lapin::BasicProperties;
     use lapin::options::{BasicAckOptions, BasicPublishOptions};
     use lapin::types::{AMQPValue, FieldTable};
 
-    if !common::broker("rabbitmq", 5672) {
-        return;
-    }
-    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-    let ns = ns("interop");
-    let runtime = uppercase(&format!("backend = \"amqp\"\nurl = \"{url}\""), &ns).await;
+    let url = &Broker::RabbitMq.url();
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::RabbitMq.client(), &ns).await;
 
     let replies = format!("{ns}.replies");
     let (_conn, channel, mut consumer) = amqp_listener(url, &replies).await;
@@ -408,4 +417,68 @@ async fn amqp_rpc_reply_keeps_correlation_id() {
         .await
         .unwrap();
     runtime.stop().await;
+}
+
+/// How long a step may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let mut trials = Trials::new();
+    #[cfg(feature = "redis")]
+    {
+        let needs = [
+            Need::Broker(Broker::Redis),
+            Need::Tool("redis-cli"),
+            Need::Tool("stdbuf"),
+        ];
+        trials.tokio(
+            "redis_cli_streams_in_and_out",
+            &needs,
+            redis_cli_streams_in_and_out,
+        );
+        trials.tokio(
+            "redis_cli_pubsub_in_and_out",
+            &needs,
+            redis_cli_pubsub_in_and_out,
+        );
+    }
+    #[cfg(feature = "mqtt")]
+    {
+        let needs = [
+            Need::Broker(Broker::Mosquitto),
+            Need::Tool("mosquitto_sub"),
+            Need::Tool("mosquitto_pub"),
+            Need::Tool("stdbuf"),
+        ];
+        trials.tokio(
+            "mosquitto_pub_in_and_mosquitto_sub_out",
+            &needs,
+            mosquitto_pub_in_and_mosquitto_sub_out,
+        );
+        trials.tokio(
+            "mosquitto_rpc_reply_keeps_correlation_data",
+            &needs,
+            mosquitto_rpc_reply_keeps_correlation_data,
+        );
+        trials.tokio(
+            "mosquitto_rpc_reply_keeps_binary_correlation_data",
+            &needs,
+            mosquitto_rpc_reply_keeps_binary_correlation_data,
+        );
+    }
+    #[cfg(feature = "amqp")]
+    {
+        let needs = [Need::Broker(Broker::RabbitMq)];
+        trials.tokio(
+            "plain_amqp_client_in_and_out",
+            &needs,
+            plain_amqp_client_in_and_out,
+        );
+        trials.tokio(
+            "amqp_rpc_reply_keeps_correlation_id",
+            &needs,
+            amqp_rpc_reply_keeps_correlation_id,
+        );
+    }
+    trials.run()
 }

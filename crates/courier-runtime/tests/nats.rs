@@ -1,35 +1,32 @@
 //! A guest between plain NATS clients: request/reply across Courier.
-#![cfg(feature = "nats")]
+//!
+//! The binary needs the `nats` feature (`required-features` in `Cargo.toml`).
 
-mod common;
-
+use std::process::ExitCode;
 use std::time::Duration;
 
 use courier_runtime::{Config, Runtime};
+use courier_test_support::{Broker, Need, Trials, unique};
 use futures::StreamExt;
 
-#[tokio::test]
 async fn plain_nats_request_gets_the_guests_reply() {
-    if !common::broker("nats-server", 4222) {
-        return;
-    }
-    let subject = format!("rr.t{}", std::process::id());
+    let subject = unique("rr");
     let toml = format!(
         r#"
         [clients.default]
-        backend = "nats"
-        url = "nats://127.0.0.1:4222"
+        {client}
         [guests.up]
         component = "{}"
         subscribe = ["{subject}.svc"]
         allow-publish = ["_INBOX.>", "{subject}.>"]
         "#,
-        test_programs::UPPERCASE
+        test_programs::UPPERCASE,
+        client = Broker::Nats.client(),
     );
     let runtime = Runtime::new(Config::from_toml(&toml).unwrap()).unwrap();
     runtime.start().await.unwrap();
 
-    let plain = async_nats::connect("127.0.0.1:4222").await.unwrap();
+    let plain = async_nats::connect(Broker::Nats.url()).await.unwrap();
     // Request/reply: the guest answers on the request's reply subject.
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("tenant", "acme");
@@ -69,7 +66,6 @@ async fn plain_nats_request_gets_the_guests_reply() {
     runtime2.stop().await;
 }
 
-#[tokio::test]
 async fn unreachable_server_is_a_connection_error() {
     let toml = r#"
         [clients.default]
@@ -89,4 +85,19 @@ async fn unreachable_server_is_a_connection_error() {
         cause.downcast_ref::<async_nats::ConnectError>().is_some(),
         "{cause:?}"
     );
+}
+
+fn main() -> ExitCode {
+    let mut trials = Trials::new();
+    trials.tokio(
+        "plain_nats_request_gets_the_guests_reply",
+        &[Need::Broker(Broker::Nats)],
+        plain_nats_request_gets_the_guests_reply,
+    );
+    trials.tokio(
+        "unreachable_server_is_a_connection_error",
+        &[],
+        unreachable_server_is_a_connection_error,
+    );
+    trials.run()
 }

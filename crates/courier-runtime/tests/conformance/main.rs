@@ -1,138 +1,137 @@
 //! The backend conformance suite: one set of tests, written once, run against
 //! every backend through Courier with real guest components.
 //!
-//! Each backend module calls [`conformance!`] with a function that returns
-//! the `[clients.default]` TOML of that backend, or `None` when its broker is
-//! not available (which is an error when `CI=true`). The tests assert what the
-//! backend's [`Features`](courier_broker::Features) promise, no more, no less.
+//! Each backend gives the `[clients.default]` TOML of its [`Target`] and the
+//! broker it needs; every case of [`suite::CASES`] becomes the test
+//! `BACKEND::CASE` (`cargo test --test conformance -- jetstream::`). A test
+//! whose broker is not listening is reported ignored with the reason, and
+//! fails when `CI=true` (see `courier_test_support::trials`). The tests
+//! assert what the backend's [`Features`](courier_broker::Features) promise,
+//! no more, no less.
 
 mod suite;
 
-use suite::{Target, conformance};
+use std::process::ExitCode;
 
-#[path = "../common/mod.rs"]
-mod common;
+use courier_test_support::{Broker, Need, Trials};
+use suite::Target;
 
-use common::broker;
-
-mod embedded {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        Some(Target {
-            client: "backend = \"embedded\"".into(),
-            prefix: "embedded",
-            ..Default::default()
-        })
+/// Adds every case of the suite for one backend, named `module::case`.
+fn backend(trials: &mut Trials, module: &str, needs: &[Need], target: fn() -> Target) {
+    for &(case, run) in suite::CASES {
+        trials.tokio(format!("{module}::{case}"), needs, move || run(target()));
     }
-    super::conformance!(client);
+}
+
+fn embedded() -> Target {
+    Target {
+        client: "backend = \"embedded\"".into(),
+        prefix: "embedded",
+        ..Default::default()
+    }
 }
 
 /// The embedded broker with a data directory: durable.
-mod embedded_durable {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        let data = tempfile::tempdir().unwrap();
-        Some(Target {
-            client: format!(
-                "backend = \"embedded\"\n[host]\ndata-dir = \"{}\"",
-                data.path().display()
-            ),
-            prefix: "durable",
-            _data: Some(data),
-        })
+fn embedded_durable() -> Target {
+    let data = tempfile::tempdir().unwrap();
+    Target {
+        client: format!(
+            "backend = \"embedded\"\n[host]\ndata-dir = \"{}\"",
+            data.path().display()
+        ),
+        prefix: "durable",
+        _data: Some(data),
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "nats")]
-mod nats {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("nats-server", 4222).then(|| Target {
-            client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"".into(),
-            prefix: "core",
-            ..Default::default()
-        })
+fn nats() -> Target {
+    Target {
+        client: Broker::Nats.client(),
+        prefix: "core",
+        ..Default::default()
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "nats")]
-mod jetstream {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("nats-server", 4222).then(|| Target {
-            client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
-                     options = { jetstream = true, stream = \"COURIER_CONFORMANCE\", \
-                     subjects = \"js.>\", storage = \"memory\" }"
-                .into(),
-            prefix: "js",
-            ..Default::default()
-        })
+fn jetstream() -> Target {
+    Target {
+        client: format!(
+            "{}\noptions = {{ jetstream = true, stream = \"COURIER_CONFORMANCE\", \
+             subjects = \"js.>\", storage = \"memory\" }}",
+            Broker::Nats.client()
+        ),
+        prefix: "js",
+        ..Default::default()
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "redis")]
-mod redis_pubsub {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("redis-server", 6379).then(|| Target {
-            client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"".into(),
-            prefix: "rps",
-            ..Default::default()
-        })
+fn redis_pubsub() -> Target {
+    Target {
+        client: Broker::Redis.client(),
+        prefix: "rps",
+        ..Default::default()
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "redis")]
-mod redis_streams {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("redis-server", 6379).then(|| Target {
-            client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
-                     options = { streams = true, maxlen = 100000 }"
-                .into(),
-            prefix: "rst",
-            ..Default::default()
-        })
+fn redis_streams() -> Target {
+    Target {
+        client: format!(
+            "{}\noptions = {{ streams = true, maxlen = 100000 }}",
+            Broker::Redis.client()
+        ),
+        prefix: "rst",
+        ..Default::default()
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "amqp")]
-mod amqp {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("rabbitmq", 5672).then(|| Target {
-            client: "backend = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n\
-                     options = { exchange = \"courier.conformance\" }"
-                .into(),
-            prefix: "amqp",
-            ..Default::default()
-        })
+fn amqp() -> Target {
+    Target {
+        client: format!(
+            "{}\noptions = {{ exchange = \"courier.conformance\" }}",
+            Broker::RabbitMq.client()
+        ),
+        prefix: "amqp",
+        ..Default::default()
     }
-    super::conformance!(client);
 }
 
 #[cfg(feature = "mqtt")]
-mod mqtt {
-    use super::Target;
-
-    fn client() -> Option<Target> {
-        super::broker("mosquitto", 1883).then(|| Target {
-            client: "backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"".into(),
-            prefix: "mqtt",
-            ..Default::default()
-        })
+fn mqtt() -> Target {
+    Target {
+        client: Broker::Mosquitto.client(),
+        prefix: "mqtt",
+        ..Default::default()
     }
-    super::conformance!(client);
+}
+
+fn main() -> ExitCode {
+    let mut trials = Trials::new();
+    backend(&mut trials, "embedded", &[], embedded);
+    backend(&mut trials, "embedded_durable", &[], embedded_durable);
+    #[cfg(feature = "nats")]
+    {
+        let needs = [Need::Broker(Broker::Nats)];
+        backend(&mut trials, "nats", &needs, nats);
+        backend(&mut trials, "jetstream", &needs, jetstream);
+    }
+    #[cfg(feature = "redis")]
+    {
+        let needs = [Need::Broker(Broker::Redis)];
+        backend(&mut trials, "redis_pubsub", &needs, redis_pubsub);
+        backend(&mut trials, "redis_streams", &needs, redis_streams);
+    }
+    #[cfg(feature = "amqp")]
+    backend(&mut trials, "amqp", &[Need::Broker(Broker::RabbitMq)], amqp);
+    #[cfg(feature = "mqtt")]
+    backend(
+        &mut trials,
+        "mqtt",
+        &[Need::Broker(Broker::Mosquitto)],
+        mqtt,
+    );
+    trials.run()
 }

@@ -247,7 +247,7 @@ async fn run_case(
     cache: &std::path::Path,
     tally: &Tally,
 ) -> Result<(), Violation> {
-    let channels = Channels::new(format!("{}.m{:08x}", target.prefix, rand::random::<u32>()));
+    let channels = Channels::new(courier_test_support::unique(target.prefix));
     let config = Config::from_toml(&config(target, &channels, case, cache)).expect("valid config");
     let runtime = Runtime::new(config).expect("runtime");
     let backend = runtime.clients().get("default").await.expect("connect");

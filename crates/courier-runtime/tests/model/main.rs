@@ -18,17 +18,17 @@
 //! `COURIER_MODEL_CASES` sets the case budget of every backend (default 24
 //! on the embedded broker, 4 on each remote one) and `COURIER_MODEL_SEED`
 //! the seed; a failure prints the seed to rerun it. A remote broker that is
-//! not running skips its test (and fails it when `CI=true`).
+//! not listening makes its test ignored with the reason (and fails it when
+//! `CI=true`; see `courier_test_support::trials`).
 
 mod checker;
 mod driver;
 mod reference;
 
-#[path = "../common/mod.rs"]
-mod common;
+use std::process::ExitCode;
 
+use courier_test_support::{Broker, Need, Trials};
 use driver::{Target, run};
-#[allow(unused_imports)]
 use reference::Action;
 
 /// The backends take turns: the model's deadlines are short, and two cases
@@ -41,10 +41,8 @@ fn on(target: Target, cases: u32) {
 }
 
 /// Cases per remote backend unless `COURIER_MODEL_CASES` says otherwise.
-#[allow(dead_code)]
 const REMOTE_CASES: u32 = 4;
 
-#[test]
 fn embedded() {
     on(
         Target {
@@ -59,18 +57,15 @@ fn embedded() {
 }
 
 #[cfg(feature = "nats")]
-#[test]
 fn jetstream() {
-    if !common::broker("nats-server", 4222) {
-        return;
-    }
     on(
         Target {
             name: "NATS JetStream",
-            client: "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
-                     options = { jetstream = true, stream = \"COURIER_MODEL\", \
-                     subjects = \"jsmodel.>\", storage = \"memory\" }"
-                .into(),
+            client: format!(
+                "{}\noptions = {{ jetstream = true, stream = \"COURIER_MODEL\", \
+                 subjects = \"jsmodel.>\", storage = \"memory\" }}",
+                Broker::Nats.client()
+            ),
             prefix: "jsmodel",
             embedded: false,
             without: &[],
@@ -80,17 +75,14 @@ fn jetstream() {
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn redis_streams() {
-    if !common::broker("redis-server", 6379) {
-        return;
-    }
     on(
         Target {
             name: "Redis Streams",
-            client: "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
-                     options = { streams = true, maxlen = 100000 }"
-                .into(),
+            client: format!(
+                "{}\noptions = {{ streams = true, maxlen = 100000 }}",
+                Broker::Redis.client()
+            ),
             prefix: "rstmodel",
             embedded: false,
             without: &[],
@@ -100,17 +92,14 @@ fn redis_streams() {
 }
 
 #[cfg(feature = "amqp")]
-#[test]
 fn amqp() {
-    if !common::broker("rabbitmq", 5672) {
-        return;
-    }
     on(
         Target {
             name: "RabbitMQ (AMQP 0-9-1)",
-            client: "backend = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n\
-                     options = { exchange = \"courier.model\" }"
-                .into(),
+            client: format!(
+                "{}\noptions = {{ exchange = \"courier.model\" }}",
+                Broker::RabbitMq.client()
+            ),
             prefix: "amqpmodel",
             embedded: false,
             without: &[],
@@ -123,22 +112,18 @@ fn amqp() {
 fn mqtt_target(without: &'static [Action]) -> Target {
     Target {
         name: "Mosquitto (MQTT 5)",
-        client: "backend = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"".into(),
+        client: Broker::Mosquitto.client(),
         prefix: "mqttmodel",
         embedded: false,
         without,
     }
 }
 
+/// A clean-session subscription that is closed loses what the broker had
+/// sent it and nobody took yet: re-subscribing mid-call loses messages
+/// (issue 13; `mqtt_resubscribing` shows it).
 #[cfg(feature = "mqtt")]
-#[test]
 fn mqtt() {
-    if !common::broker("mosquitto", 1883) {
-        return;
-    }
-    // A clean-session subscription that is closed loses what the broker had
-    // sent it and nobody took yet: re-subscribing mid-call loses messages
-    // (issue 13; `mqtt_resubscribing` shows it).
     on(mqtt_target(&[Action::Resubscribe]), REMOTE_CASES);
 }
 
@@ -146,11 +131,43 @@ fn mqtt() {
 /// since a closed clean-session subscription drops what the broker had sent
 /// it (MQTT point-to-point keeps nothing across a close; issue 13).
 #[cfg(feature = "mqtt")]
-#[test]
-#[ignore = "known loss: a closed clean-session MQTT subscription drops what it had received (issue 13)"]
 fn mqtt_resubscribing() {
-    if !common::broker("mosquitto", 1883) {
-        return;
-    }
     on(mqtt_target(&[]), REMOTE_CASES);
+}
+
+fn main() -> ExitCode {
+    let mut trials = Trials::new();
+    trials.test(
+        "reference::tests::batch_mates_of_a_failure_are_not_charged",
+        &[],
+        reference::tests::batch_mates_of_a_failure_are_not_charged,
+    );
+    trials.test(
+        "reference::tests::a_second_complete_fails_and_manual_acks_count_attempts",
+        &[],
+        reference::tests::a_second_complete_fails_and_manual_acks_count_attempts,
+    );
+    trials.test("embedded", &[], embedded);
+    #[cfg(feature = "nats")]
+    trials.test("jetstream", &[Need::Broker(Broker::Nats)], jetstream);
+    #[cfg(feature = "redis")]
+    trials.test(
+        "redis_streams",
+        &[Need::Broker(Broker::Redis)],
+        redis_streams,
+    );
+    #[cfg(feature = "amqp")]
+    trials.test("amqp", &[Need::Broker(Broker::RabbitMq)], amqp);
+    #[cfg(feature = "mqtt")]
+    {
+        let needs = [Need::Broker(Broker::Mosquitto)];
+        trials.test("mqtt", &needs, mqtt);
+        trials
+            .test("mqtt_resubscribing", &needs, mqtt_resubscribing)
+            .ignored(
+                "known loss: a closed clean-session MQTT subscription drops what it had received \
+             (issue 13)",
+            );
+    }
+    trials.run()
 }

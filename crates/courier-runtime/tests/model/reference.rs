@@ -323,8 +323,8 @@ impl Model {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The model's own tests (run by `main` as `reference::tests::NAME`).
+pub mod tests {
     use super::*;
     use Action::*;
 
@@ -333,8 +333,7 @@ mod tests {
         m.call(&batch)
     }
 
-    #[test]
-    fn batch_mates_of_a_failure_are_not_charged() {
+    pub fn batch_mates_of_a_failure_are_not_charged() {
         let mut m = Model::new(1, false);
         m.publish("a", Script(vec![Ok]));
         m.publish("b", Script(vec![Err]));
@@ -351,8 +350,7 @@ mod tests {
         assert_eq!(m.dead_lettered(), ["b"]);
     }
 
-    #[test]
-    fn a_second_complete_fails_and_manual_acks_count_attempts() {
+    pub fn a_second_complete_fails_and_manual_acks_count_attempts() {
         let mut m = Model::new(2, true);
         m.publish("a", Script(vec![CompleteTwice]));
         m.publish("b", Script(vec![Ok]));

@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
-use courier_broker::{Backend, Delivery, Message, Pattern, Subscription, SubscriptionSpec};
+use courier_broker::{Backend, Message, Subscription};
 use courier_runtime::{Config, Runtime};
+use courier_test_support::messages::{self, watch};
+use courier_test_support::{guests, wait_until_async};
 
+pub use courier_test_support::messages::{next, next_delivery};
+
+/// How long the host may take to go idle.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A started runtime plus subscriptions that watch channels of the embedded broker.
@@ -16,13 +21,7 @@ pub struct Harness {
 impl Harness {
     /// Starts a runtime from TOML where `{probe}` etc. name the built guests.
     pub async fn start(toml: &str) -> Self {
-        let toml = toml
-            .replace("{probe}", test_programs::PROBE)
-            .replace("{uppercase}", test_programs::UPPERCASE)
-            .replace("{flaky}", test_programs::FLAKY)
-            .replace("{router}", test_programs::ROUTER)
-            .replace("{mistyped}", test_programs::MISTYPED);
-        let config = Config::from_toml(&toml).expect("valid test config");
+        let config = Config::from_toml(&guests::fill(toml)).expect("valid test config");
         let runtime = Runtime::new(config).expect("runtime");
         runtime.start().await.expect("start");
         Self { runtime }
@@ -33,10 +32,7 @@ impl Harness {
     }
 
     pub async fn watch(&self, ch: &str) -> Box<dyn Subscription> {
-        self.broker()
-            .subscribe(SubscriptionSpec::broadcast(Pattern::parse(ch).unwrap()))
-            .await
-            .unwrap()
+        watch(self.broker(), ch).await
     }
 
     pub async fn publish(&self, topic: &str, data: &str) {
@@ -54,39 +50,18 @@ impl Harness {
         String::from_utf8(report.data.to_vec()).unwrap()
     }
 
+    /// Waits until the host holds no message and the broker has none unsettled.
     pub async fn wait_idle(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !(self.runtime.idle() && self.broker().unsettled() == Some(0)) {
-            assert!(tokio::time::Instant::now() < deadline, "never went idle");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until_async(WAIT, "the host going idle", || {
+            self.runtime.idle() && self.broker().unsettled() == Some(0)
+        })
+        .await;
     }
-}
-
-pub async fn next_delivery(sub: &mut Box<dyn Subscription>) -> Delivery {
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("a message within the deadline")
-        .expect("subscription open")
-        .expect("delivery")
-}
-
-/// The next message on `sub`, acked.
-pub async fn next(sub: &mut Box<dyn Subscription>) -> Message {
-    let d = next_delivery(sub).await;
-    let m = d.message.clone();
-    d.acker.ack().await.unwrap();
-    m
 }
 
 /// Asserts nothing arrives on `sub` for a short while.
 pub async fn nothing(sub: &mut Box<dyn Subscription>) {
-    if let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
-        panic!(
-            "unexpected message on {}: {:?}",
-            d.message.topic, d.message.data
-        );
-    }
+    messages::nothing(sub, Duration::from_millis(300)).await
 }
 
 /// The probe guest, subscribed to `cmd`, reporting on `probe.result`.

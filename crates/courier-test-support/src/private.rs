@@ -7,81 +7,35 @@
 //! disturbing the shared brokers other tests use. The process is killed when
 //! the guard is dropped, also when the test panics.
 //!
-//! A missing broker program skips the test on a laptop and fails it in CI
-//! (`CI=true`). `COURIER_RABBITMQ_SERVER` / `COURIER_RABBITMQCTL` override
-//! where RabbitMQ's scripts are found.
+//! A test that runs one says so with [`Need::Installed`](crate::Need), so a
+//! missing program ignores it (and fails it when `CI=true`).
+//! `COURIER_NATS_SERVER`, `COURIER_REDIS_SERVER`, `COURIER_MOSQUITTO`,
+//! `COURIER_RABBITMQ_SERVER` and `COURIER_RABBITMQCTL` override where the
+//! programs are found.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The brokers a test can run privately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// nats-server with JetStream.
-    Nats,
-    /// redis-server with `appendfsync always`.
-    Redis,
-    /// mosquitto with persistence.
-    Mosquitto,
-    /// A RabbitMQ node.
-    RabbitMq,
-}
+use crate::brokers::{Broker, find_program};
+use crate::net::{accepting, free_port};
+use crate::wait::eventually;
 
-impl Kind {
-    fn program(self) -> String {
-        let (var, default) = match self {
-            Kind::Nats => ("COURIER_NATS_SERVER", "nats-server"),
-            Kind::Redis => ("COURIER_REDIS_SERVER", "redis-server"),
-            Kind::Mosquitto => ("COURIER_MOSQUITTO", "mosquitto"),
-            Kind::RabbitMq => ("COURIER_RABBITMQ_SERVER", "rabbitmq-server"),
-        };
-        std::env::var(var).unwrap_or_else(|_| default.to_string())
+/// How long a start may take before the test fails.
+fn boot_time(kind: Broker) -> Duration {
+    match kind {
+        Broker::RabbitMq => Duration::from_secs(60),
+        _ => Duration::from_secs(15),
     }
-
-    /// How long a start may take before the test fails.
-    fn boot_time(self) -> Duration {
-        match self {
-            Kind::RabbitMq => Duration::from_secs(60),
-            _ => Duration::from_secs(15),
-        }
-    }
-}
-
-/// Where `program` is, searching `PATH` and the usual `sbin` directories.
-fn find(program: &str) -> Option<PathBuf> {
-    let p = Path::new(program);
-    if p.components().count() > 1 {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|f| f.is_file())
-}
-
-/// A free port on 127.0.0.1 (free when asked; the broker binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn listening(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 static NODES: AtomicU32 = AtomicU32::new(0);
 
 /// One private broker process, restartable on the same port and data.
 pub struct PrivateBroker {
-    kind: Kind,
+    kind: Broker,
     program: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
@@ -92,17 +46,12 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// Starts a private broker of `kind`, or `None` (skipping the test) when
-    /// its program is missing outside CI. Panics in CI when it is missing.
-    pub fn start(kind: Kind) -> Option<Self> {
-        let name = kind.program();
-        let Some(program) = find(&name) else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("`{name}` is not installed, and CI needs it for the fault tests");
-            }
-            eprintln!("skipping: `{name}` is not installed");
-            return None;
-        };
+    /// Starts a private broker of `kind` and waits until it accepts
+    /// connections. Panics when its program is missing (a test declares
+    /// [`Need::Installed`](crate::Need) to be ignored instead) or it does
+    /// not start.
+    pub fn start(kind: Broker) -> Self {
+        let program = kind.program().unwrap_or_else(|why| panic!("{why}"));
         let dir = tempfile::Builder::new()
             .prefix("courier-faults-")
             .tempdir()
@@ -123,12 +72,17 @@ impl PrivateBroker {
         };
         broker.prepare();
         broker.launch();
-        Some(broker)
+        broker
     }
 
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `backend` and `url` lines of a `[clients.*]` table for this broker.
+    pub fn client(&self) -> String {
+        self.kind.client_at(self.port)
     }
 
     fn data(&self) -> PathBuf {
@@ -140,7 +94,7 @@ impl PrivateBroker {
         let data = self.data();
         std::fs::create_dir_all(&data).expect("data dir");
         match self.kind {
-            Kind::Mosquitto => {
+            Broker::Mosquitto => {
                 let conf = format!(
                     "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                      persistence_location {}/\nmax_queued_messages 100000\n\
@@ -150,7 +104,7 @@ impl PrivateBroker {
                 );
                 std::fs::write(self.dir.path().join("mosquitto.conf"), conf).expect("conf");
             }
-            Kind::RabbitMq => {
+            Broker::RabbitMq => {
                 let conf = format!(
                     "listeners.tcp.local = 127.0.0.1:{}\nloopback_users = none\n",
                     self.port
@@ -162,7 +116,7 @@ impl PrivateBroker {
                     let _ = Command::new("chmod").arg("-R").arg("a+rwX").arg(p).status();
                 }
             }
-            Kind::Nats | Kind::Redis => {}
+            Broker::Nats | Broker::Redis => {}
         }
     }
 
@@ -171,7 +125,7 @@ impl PrivateBroker {
         let data = self.data();
         let mut cmd = Command::new(&self.program);
         match self.kind {
-            Kind::Nats => {
+            Broker::Nats => {
                 cmd.args([
                     "-a",
                     "127.0.0.1",
@@ -182,7 +136,7 @@ impl PrivateBroker {
                 ])
                 .arg(&data);
             }
-            Kind::Redis => {
+            Broker::Redis => {
                 cmd.args([
                     "--bind",
                     "127.0.0.1",
@@ -198,10 +152,10 @@ impl PrivateBroker {
                 ])
                 .arg(&data);
             }
-            Kind::Mosquitto => {
+            Broker::Mosquitto => {
                 cmd.arg("-c").arg(dir.join("mosquitto.conf"));
             }
-            Kind::RabbitMq => {
+            Broker::RabbitMq => {
                 let dist = free_port();
                 cmd.env("RABBITMQ_NODENAME", &self.node)
                     .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
@@ -230,31 +184,35 @@ impl PrivateBroker {
         assert!(self.child.is_none(), "broker already running");
         let child = self.command().spawn().expect("spawn broker");
         self.child = Some(child);
-        let deadline = Instant::now() + self.kind.boot_time();
-        while !listening(self.port) {
+        let mut exited = None;
+        let up = eventually(boot_time(self.kind), || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                panic!(
-                    "{:?} exited at start ({status}); log:\n{}",
-                    self.kind,
-                    self.log()
-                );
+                exited = Some(status);
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{:?} did not listen on {} within {:?}; log:\n{}",
+            accepting(self.port)
+        });
+        if let Some(status) = exited {
+            self.child = None;
+            panic!(
+                "{:?} exited at start ({status}); log:\n{}",
                 self.kind,
-                self.port,
-                self.kind.boot_time(),
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        assert!(
+            up,
+            "{:?} did not listen on {} within {:?}; log:\n{}",
+            self.kind,
+            self.port,
+            boot_time(self.kind),
+            self.log()
+        );
     }
 
     /// Whether the broker accepts connections.
     pub fn listening(&self) -> bool {
-        listening(self.port)
+        accepting(self.port)
     }
 
     /// The end of the broker's log, for failure messages.
@@ -278,9 +236,9 @@ impl PrivateBroker {
     /// Stops the broker the way a service manager does (SIGTERM, or
     /// `rabbitmqctl stop` for RabbitMQ), waiting until it has exited.
     pub fn stop(&mut self) {
-        if self.kind == Kind::RabbitMq {
+        if self.kind == Broker::RabbitMq {
             let ctl = std::env::var("COURIER_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
-            let ctl = find(&ctl).unwrap_or_else(|| PathBuf::from(ctl));
+            let ctl = find_program(&ctl).unwrap_or_else(|| PathBuf::from(ctl));
             let stopped = Command::new(ctl)
                 .args(["-n", &self.node, "stop"])
                 .stdout(Stdio::null())
@@ -301,18 +259,14 @@ impl PrivateBroker {
             return;
         };
         self.send(signal, child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let exited = matches!(child.try_wait(), Ok(Some(_)));
-            if exited && self.node_pids().is_empty() && !listening(self.port) {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.send("KILL", child.id());
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let gone = eventually(Duration::from_secs(20), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+                && self.node_pids().is_empty()
+                && !accepting(self.port)
+        });
+        if !gone {
+            self.send("KILL", child.id());
+            let _ = child.wait();
         }
     }
 
@@ -333,7 +287,7 @@ impl PrivateBroker {
     /// Processes started for this test's RabbitMQ node: the node name, unique
     /// to this process and broker, is in their environment.
     fn node_pids(&self) -> Vec<u32> {
-        if self.kind != Kind::RabbitMq {
+        if self.kind != Broker::RabbitMq {
             return Vec::new();
         }
         let needle = format!("RABBITMQ_NODENAME={}", self.node);

@@ -1,0 +1,31 @@
+//! Helpers shared by Courier's integration tests.
+//!
+//! - [`brokers`]: the shared brokers on loopback (NATS, Redis, RabbitMQ,
+//!   Mosquitto), their ports (`COURIER_TEST_*_PORT`), URLs and client TOML.
+//! - [`private`]: broker processes of a test's own, to kill and restart.
+//! - [`trials`]: a test harness (on `libtest-mimic`) whose tests say what
+//!   they need: a test whose broker is absent is reported *ignored* with the
+//!   reason, and fails when `CI=true`.
+//! - [`net`], [`names`], [`wait`], [`process`]: free ports, unique channel
+//!   names, waiting on a real condition with a deadline, and on a child
+//!   process's output line.
+//! - [`messages`], [`guests`]: reading subscriptions, and the guest
+//!   components built by the `test-programs` crate.
+
+#![deny(missing_docs)]
+
+pub mod brokers;
+pub mod guests;
+pub mod messages;
+pub mod names;
+pub mod net;
+pub mod private;
+pub mod process;
+pub mod trials;
+pub mod wait;
+
+pub use brokers::{Broker, ci};
+pub use names::unique;
+pub use net::{accepting, free_port};
+pub use trials::{Need, Trials};
+pub use wait::{eventually, eventually_async, wait_until, wait_until_async};
