@@ -57,6 +57,9 @@ pub async fn subscribe(
         (Mode::Broadcast, Some(name)) => (name, false),
         (Mode::Broadcast, None) => (String::new(), true),
     };
+    // lapin panics on a name longer than a short string: refuse it here.
+    crate::properties::short_string("queue name", &queue)?;
+    crate::properties::short_string("binding key", &crate::binding_key(&spec.pattern))?;
     let mut sub = AmqpSubscription {
         link: Link::new(
             KIND,

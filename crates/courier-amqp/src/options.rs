@@ -40,6 +40,12 @@ impl Default for AmqpOptions {
 impl AmqpOptions {
     /// Checks what the types cannot.
     pub fn check(&self) -> Result<(), BrokerError> {
+        if self.exchange.len() > crate::properties::MAX_SHORT_STRING {
+            return Err(BrokerError::invalid(format!(
+                "amqp option `exchange`: at most {} bytes",
+                crate::properties::MAX_SHORT_STRING
+            )));
+        }
         if self.exchange.is_empty() {
             return Err(BrokerError::invalid(
                 "amqp option `exchange`: expected a name, got ``",

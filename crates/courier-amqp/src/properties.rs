@@ -29,7 +29,9 @@ pub const TOPIC_HEADER: &str = "x-courier-topic";
 /// Longest AMQP short string, in bytes (its length is one byte).
 pub const MAX_SHORT_STRING: usize = u8::MAX as usize;
 
-fn short_string(what: &str, s: &str) -> Result<(), BrokerError> {
+/// Refuses `s` when it is longer than an AMQP short string (lapin would
+/// panic on it), naming `what` it is.
+pub(crate) fn short_string(what: &str, s: &str) -> Result<(), BrokerError> {
     if s.len() > MAX_SHORT_STRING {
         return Err(BrokerError::invalid(format!(
             "{what} is {} bytes long; AMQP allows at most {MAX_SHORT_STRING}",

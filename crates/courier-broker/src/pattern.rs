@@ -5,10 +5,21 @@
 //! tokens. Backends translate patterns into their own syntax (MQTT `+`/`#`,
 //! AMQP `*`/`#`, ...); allow-lists are patterns too, and [`Pattern::covers`]
 //! decides whether a subscription stays inside one.
+//!
+//! [`Pattern::parse`] is the one check of a channel name, for every way one
+//! comes in (a guest's `send` and subscriptions, the HTTP ingress, `courier
+//! publish`, the configuration): at most [`MAX_CHANNEL_BYTES`] bytes, no
+//! control characters or white space, and none of `/ + #`, which other
+//! brokers use as separators and wildcards, so that a channel means the same
+//! on every backend.
 
 use std::fmt;
 
 use crate::BrokerError;
+
+/// The longest channel name, in bytes: what every backend can carry (an
+/// AMQP routing key is a short string of at most 255 bytes).
+pub const MAX_CHANNEL_BYTES: usize = 255;
 
 /// One token of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,6 +43,24 @@ impl Pattern {
     pub fn parse(source: &str) -> Result<Self, BrokerError> {
         if source.is_empty() {
             return Err(BrokerError::invalid("empty channel"));
+        }
+        if source.len() > MAX_CHANNEL_BYTES {
+            return Err(BrokerError::invalid(format!(
+                "channel of {} bytes: at most {MAX_CHANNEL_BYTES} are allowed",
+                source.len()
+            )));
+        }
+        if let Some(c) = source.chars().find(|c| c.is_control()) {
+            return Err(BrokerError::invalid(format!(
+                "channel `{}` contains the control character {c:?}",
+                source.escape_debug()
+            )));
+        }
+        if let Some(c) = source.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+            return Err(BrokerError::invalid(format!(
+                "channel `{source}` contains `{c}`: channels are dot-separated tokens, \
+                 with `*` and `>` as wildcards"
+            )));
         }
         let parts: Vec<&str> = source.split('.').collect();
         let mut tokens = Vec::with_capacity(parts.len());
@@ -220,6 +249,27 @@ mod tests {
         assert!(Pattern::parse("a..b").is_err());
         assert!(Pattern::parse("a.>.b").is_err());
         assert!(Pattern::parse("a b").is_err());
+        for bad in [
+            "a/b",
+            "a+",
+            "a.#",
+            "a\0b",
+            "a\u{7f}",
+            "tab\there",
+            "é\u{85}",
+        ] {
+            let e = Pattern::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Invalid, "{bad:?}");
+        }
+        let long = "x".repeat(MAX_CHANNEL_BYTES + 1);
+        assert!(
+            Pattern::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("256 bytes")
+        );
+        assert!(Pattern::parse(&long[1..]).is_ok());
+        assert!(Pattern::parse("ünïcode.ok").is_ok());
         assert!(Pattern::parse_literal("a.*").is_err());
         assert!(Pattern::parse_literal("a.b").is_ok());
     }

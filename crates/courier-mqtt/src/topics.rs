@@ -55,9 +55,13 @@ fn check_string(what: &str, s: &str) -> Result<(), BrokerError> {
             s.len()
         )));
     }
-    if s.contains('\0') {
+    // U+0000 is forbidden in MQTT strings; the other control characters
+    // are ones a broker may treat as a protocol error (Mosquitto drops the
+    // connection, and with it everything the connection had in flight).
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(BrokerError::invalid(format!(
-            "{what} contains U+0000, which MQTT strings must not"
+            "{what} contains the control character U+{:04X}, which MQTT strings must not carry",
+            u32::from(c)
         )));
     }
     Ok(())
@@ -273,6 +277,10 @@ mod tests {
         let mut m = Message::new("a", "x");
         m.content_type = Some("text\0plain".into());
         assert!(refused(&m).contains("U+0000"));
+        // Mosquitto drops a client that sends other control characters.
+        m.content_type = None;
+        m.metadata = vec![("cmd".into(), "a\u{1}b".into())];
+        assert!(refused(&m).contains("U+0001"));
         // A length above u16::MAX used to wrap in the 16-bit length prefix,
         // which corrupted the packet.
         let mut m = Message::new("a", "x");

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use courier_broker::message::{ATTEMPTS_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY};
-use courier_broker::{Backend, Features, Message, Pattern, Subscription, SubscriptionSpec};
+use courier_broker::{
+    Backend, ErrorKind, Features, Message, Pattern, Subscription, SubscriptionSpec,
+};
 use courier_runtime::{Config, Runtime};
 use courier_test_support::messages::{drain, next, text, watch};
 use courier_test_support::{guests, unique};
@@ -34,6 +36,7 @@ cases!(
     restart_keeps_working,
     guests_stay_inside_their_grants,
     settling_after_unsubscribing_mid_call,
+    channels_valid_nowhere_are_refused,
 );
 
 /// A backend under test: its `[clients.default]` body, and the first token
@@ -597,4 +600,81 @@ pub async fn settling_after_unsubscribing_mid_call(target: &Target) {
     assert!(drain(&mut dlq, Duration::from_millis(100)).await.is_empty());
     let s = b.runtime.guest("g").unwrap().stats();
     assert_eq!((s.accepted, s.dead_lettered, s.redelivered), (2, 0, 0));
+}
+
+/// A channel name is checked in one place for every way it comes in: too
+/// long for any backend (over 255 bytes), with a control character, or with
+/// another broker's separator or wildcard (`/`, `+`, `#`) it is refused as
+/// invalid — by a guest's `send` and `update-guest-configuration` (an
+/// `error::other`, and the guest keeps working) and by the backend itself —
+/// never a panic, and nothing is published.
+pub async fn channels_valid_nowhere_are_refused(target: &Target) {
+    let b = Bench::start(
+        target,
+        r#"
+        [guests.probe]
+        component = "{probe}"
+        env = { RESULTS = "{ns}.result" }
+        subscribe = ["{ns}.cmd"]
+        allow-publish = ["{ns}.>"]
+        allow-subscribe = ["{ns}.>"]
+        "#,
+    )
+    .await;
+    let mut r = b.watch("result").await;
+    let mut ok = b.watch("ok").await;
+    let ns = b.ns.clone();
+    let bad = [
+        format!("{ns}.{}", "x".repeat(300)),
+        format!("{ns}.a/b"),
+        format!("{ns}.a+"),
+        format!("{ns}.#"),
+    ];
+    // Control characters go to the backend only: the probe echoes its
+    // command in its report's metadata, which MQTT refuses to carry them in.
+    for ch in [format!("{ns}.a\u{1}b"), format!("{ns}.a\u{7f}")] {
+        let e = b
+            .backend
+            .publish(vec![Message::new(ch.clone(), "x")])
+            .await
+            .expect_err("published to a channel with a control character");
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{ch:?}: {e}");
+    }
+    for ch in &bad {
+        let sent = text(&probe(&b, &mut r, &format!("send - {ch} data")).await);
+        assert!(sent.starts_with("err:other"), "send to {ch:?}: {sent}");
+        let subscribed = text(&probe(&b, &mut r, &format!("subscribe {ch}")).await);
+        assert!(
+            subscribed.starts_with("err:other"),
+            "subscribe to {ch:?}: {subscribed}"
+        );
+        let e = b
+            .backend
+            .publish(vec![Message::new(ch.clone(), "x")])
+            .await
+            .expect_err("published to a channel valid nowhere");
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{ch:?}: {e}");
+    }
+    // The guest is still there, and still subscribed to its commands.
+    assert_eq!(
+        text(&probe(&b, &mut r, &format!("send - {ns}.ok fine")).await),
+        "ok"
+    );
+    assert_eq!(text(&next(&mut ok).await), "fine");
+    // A subscription whose broker-side names would be too long (a long group
+    // and pattern make an AMQP queue name over 255 bytes) is refused or
+    // made, never a panic.
+    let long = Pattern::parse(&format!("{ns}.{}", "y".repeat(200))).unwrap();
+    match b
+        .backend
+        .subscribe(SubscriptionSpec::competing(long, "g".repeat(200)))
+        .await
+    {
+        Ok(mut sub) => sub.close().await.unwrap(),
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::Invalid | ErrorKind::Unsupported),
+            "{e}"
+        ),
+    }
+    b.runtime.stop().await;
 }
