@@ -199,7 +199,7 @@ impl Delayed {
 
 impl AmqpSubscription {
     async fn open(&mut self) -> Result<(), BrokerError> {
-        let timeout = self.options.connect_timeout;
+        let timeout = self.options.connect_timeout.get();
         let connection = tokio::time::timeout(
             timeout,
             Connection::connect(&self.url, ConnectionProperties::default()),
@@ -337,7 +337,7 @@ impl AmqpSubscription {
             .await
             .map_err(connection_error)?;
         // After the cancel the consumer yields what it had buffered, then ends.
-        let timeout = self.options.connect_timeout;
+        let timeout = self.options.connect_timeout.get();
         let handed_back = async {
             while let Some(Ok(delivery)) = open.consumer.next().await {
                 if let Some(d) = self
@@ -385,7 +385,7 @@ impl AmqpSubscription {
                 message,
                 attempt,
                 persistent: self.options.durable,
-                timeout: self.options.connect_timeout,
+                timeout: self.options.connect_timeout.get(),
                 delayed: Arc::downgrade(&self.delayed),
             }),
         })

@@ -145,7 +145,7 @@ impl AmqpBackend {
 
     /// Connects, opens a channel with publisher confirms, declares the exchange.
     async fn link(&self) -> Result<(Connection, Channel), BrokerError> {
-        let timeout = self.options.connect_timeout;
+        let timeout = self.options.connect_timeout.get();
         let conn = tokio::time::timeout(
             timeout,
             Connection::connect(&self.url, ConnectionProperties::default()),
@@ -207,7 +207,7 @@ impl Backend for AmqpBackend {
                     .map_err(connection_error)?;
                 confirms.push((m.topic.clone(), confirm));
             }
-            wait_confirms(confirms, self.options.connect_timeout).await
+            wait_confirms(confirms, self.options.connect_timeout.get()).await
         }
         .await;
         if let Err(e) = &published

@@ -2,9 +2,9 @@
 //! subscription extensions it understands, as typed `serde` structs.
 
 use std::num::NonZeroU16;
-use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::factory::ConnectTimeout;
 use serde::Deserialize;
 
 /// `[clients.NAME.options]` of an `amqp` client.
@@ -19,11 +19,8 @@ pub struct AmqpOptions {
     /// sized from the guest's batch size and concurrency.
     pub prefetch: Option<NonZeroU16>,
     /// Deadline of connecting and of each publisher confirm.
-    #[serde(
-        rename = "connect-timeout-ms",
-        deserialize_with = "courier_broker::factory::millis"
-    )]
-    pub connect_timeout: Duration,
+    #[serde(rename = "connect-timeout-ms")]
+    pub connect_timeout: ConnectTimeout,
 }
 
 impl Default for AmqpOptions {
@@ -32,7 +29,7 @@ impl Default for AmqpOptions {
             exchange: "courier".into(),
             durable: true,
             prefetch: None,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: ConnectTimeout::default(),
         }
     }
 }

@@ -301,3 +301,28 @@ pub fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Durat
     }
     Ok(std::time::Duration::from_millis(ms))
 }
+
+/// `connect-timeout-ms` of a remote backend's options: the deadline of
+/// connecting and of each broker acknowledgement, in milliseconds above
+/// zero; 5 seconds unless set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectTimeout(std::time::Duration);
+
+impl ConnectTimeout {
+    /// The deadline.
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl Default for ConnectTimeout {
+    fn default() -> Self {
+        Self(std::time::Duration::from_secs(5))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnectTimeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        millis(d).map(Self)
+    }
+}

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::BrokerError;
+
 /// Metadata key under which Courier hands each delivered message its delivery id.
 pub const DELIVERY_ID_KEY: &str = "courier-delivery-id";
 /// Metadata key with the delivery attempt (1 for the first delivery).
@@ -82,4 +84,23 @@ impl Message {
 pub fn is_reserved(key: &str) -> bool {
     key.get(..RESERVED_PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
+/// Refuses text a broker field cannot carry: longer than `max_bytes`, or
+/// with a control character (U+0000 is forbidden in MQTT strings, the others
+/// make some brokers drop the connection). `what` names the field.
+pub fn check_text(what: &str, text: &str, max_bytes: usize) -> Result<(), BrokerError> {
+    if text.len() > max_bytes {
+        return Err(BrokerError::invalid(format!(
+            "{what} is {} bytes long: at most {max_bytes} are allowed",
+            text.len()
+        )));
+    }
+    match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(BrokerError::invalid(format!(
+            "{what} contains the control character U+{:04X}",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
 }

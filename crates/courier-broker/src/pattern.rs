@@ -44,18 +44,7 @@ impl Pattern {
         if source.is_empty() {
             return Err(BrokerError::invalid("empty channel"));
         }
-        if source.len() > MAX_CHANNEL_BYTES {
-            return Err(BrokerError::invalid(format!(
-                "channel of {} bytes: at most {MAX_CHANNEL_BYTES} are allowed",
-                source.len()
-            )));
-        }
-        if let Some(c) = source.chars().find(|c| c.is_control()) {
-            return Err(BrokerError::invalid(format!(
-                "channel `{}` contains the control character {c:?}",
-                source.escape_debug()
-            )));
-        }
+        crate::message::check_text("a channel", source, MAX_CHANNEL_BYTES)?;
         if let Some(c) = source.chars().find(|c| matches!(c, '/' | '+' | '#')) {
             return Err(BrokerError::invalid(format!(
                 "channel `{source}` contains `{c}`: channels are dot-separated tokens, \

@@ -13,11 +13,8 @@ fn err(text: &str) -> String {
 fn full_config_parses() {
     let c = Config::from_toml(
         r#"
-        [host]
-        listen = "127.0.0.1:0"
-        sync = "os"
-        [clients.default]
-        backend = "embedded"
+        host = { listen = "127.0.0.1:0", sync = "os" }
+        clients.default = { backend = "embedded" }
         [guests.up]
         component = "up.wasm"
         subscribe = ["in.*"]
@@ -138,37 +135,50 @@ fn bad_backend_option_values_are_refused_when_read_naming_key_and_line() {
 #[cfg(all(feature = "nats", feature = "redis"))]
 #[test]
 fn subscriptions_are_checked_against_their_client() {
-    let redis_pubsub = "[clients.default]\nbackend = \"redis\"\nurl = \"redis://h\"\n";
-    let e = err(&format!(
-        "{redis_pubsub}[guests.g]\nsubscribe = [\"in\"]\nmode = \"point-to-point\"\n"
-    ));
-    assert!(
-        e.contains("guests.g.mode") && e.contains("competing"),
-        "{e}"
-    );
-    let streams = "[clients.default]\nbackend = \"redis\"\nurl = \"redis://h\"\noptions = { streams = true }\n";
-    let e = err(&format!("{streams}[guests.g]\nsubscribe = [\"in.*\"]\n"));
-    assert!(
-        e.contains("guests.g.subscribe") && e.contains("wildcard"),
-        "{e}"
-    );
-    let e = err(&format!(
-        "{streams}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ start = \"yesterday\" }}\n"
-    ));
-    assert!(
-        e.contains("guests.g.subscribe-options") && e.contains("yesterday"),
-        "{e}"
-    );
-    let core = "[clients.default]\nbackend = \"nats\"\nurl = \"nats://h\"\n";
-    let e = err(&format!(
-        "{core}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ durable = \"d\" }}\n"
-    ));
-    assert!(e.contains("JetStream"), "{e}");
+    const REDIS: &str = r#"{ backend = "redis", url = "redis://h" }"#;
+    const STREAMS: &str =
+        r#"{ backend = "redis", url = "redis://h", options = { streams = true } }"#;
+    const NATS: &str = r#"{ backend = "nats", url = "nats://h" }"#;
+    // (client, the guest's settings beside `subscribe`, what the error says)
+    let refused = [
+        (
+            REDIS,
+            r#"mode = "point-to-point""#,
+            "guests.g.mode` … not supported",
+        ),
+        (
+            STREAMS,
+            "",
+            "guests.g.subscribe` … wildcards are not supported",
+        ),
+        (
+            STREAMS,
+            r#"subscribe-options = { start = "yesterday" }"#,
+            "guests.g.subscribe-options` … yesterday",
+        ),
+        (
+            NATS,
+            r#"subscribe-options = { durable = "d" }"#,
+            "guests.g.subscribe-options` … JetStream",
+        ),
+    ];
+    let config = |client: &str, settings: &str| {
+        let subscribe = if client == STREAMS && settings.is_empty() {
+            "in.*"
+        } else {
+            "in"
+        };
+        format!(
+            "clients.default = {client}\n[guests.g]\nsubscribe = [\"{subscribe}\"]\n{settings}\n"
+        )
+    };
+    for (client, settings, expected) in refused {
+        let e = err(&config(client, settings));
+        let (key, what) = expected.split_once(" … ").unwrap();
+        assert!(e.contains(key) && e.contains(what), "{expected}: {e}");
+    }
     // Dispatcher extensions are the dispatcher's, on every backend.
-    Config::from_toml(&format!(
-        "{core}[guests.g]\nsubscribe = [\"in\"]\nsubscribe-options = {{ ack-wait-ms = 100 }}\n"
-    ))
-    .unwrap();
+    Config::from_toml(&config(NATS, "subscribe-options = { ack-wait-ms = 100 }")).unwrap();
 }
 
 #[test]

@@ -1,9 +1,8 @@
 //! Client options of the MQTT backend (`[clients.NAME.options]`) and the
 //! subscription extensions it understands, as typed `serde` structs.
 
-use std::time::Duration;
-
 use courier_broker::BrokerError;
+use courier_broker::factory::ConnectTimeout;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::{Deserialize, Deserializer};
 
@@ -24,11 +23,8 @@ pub struct MqttOptions {
     /// Prefix of the client ids Courier makes (default `courier`).
     pub client_id: String,
     /// Deadline of connecting and of each acknowledgement.
-    #[serde(
-        rename = "connect-timeout-ms",
-        deserialize_with = "courier_broker::factory::millis"
-    )]
-    pub connect_timeout: Duration,
+    #[serde(rename = "connect-timeout-ms")]
+    pub connect_timeout: ConnectTimeout,
 }
 
 impl Default for MqttOptions {
@@ -38,7 +34,7 @@ impl Default for MqttOptions {
             port: 1883,
             qos: QoS::AtLeastOnce,
             client_id: "courier".into(),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: ConnectTimeout::default(),
         }
     }
 }

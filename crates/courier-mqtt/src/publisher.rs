@@ -86,7 +86,7 @@ pub(crate) fn client_id(prefix: &str, role: &str) -> String {
 pub(crate) fn mqtt_options(options: &MqttOptions, id: String) -> rumqttc::v5::MqttOptions {
     let mut o = rumqttc::v5::MqttOptions::new(id, options.host.clone(), options.port);
     o.set_keep_alive(Duration::from_secs(10));
-    o.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+    o.set_connection_timeout(options.connect_timeout.get().as_secs().max(1));
     o
 }
 
@@ -105,12 +105,12 @@ pub(crate) async fn connected(
             }
         }
     };
-    tokio::time::timeout(options.connect_timeout, wait)
+    tokio::time::timeout(options.connect_timeout.get(), wait)
         .await
         .map_err(|_| {
             connection_error(format!(
                 "{address}: no answer within {:?}",
-                options.connect_timeout
+                options.connect_timeout.get()
             ))
         })?
 }
@@ -148,7 +148,7 @@ impl Publisher {
             waiting,
             order: tokio::sync::Mutex::new(()),
             qos: options.qos,
-            timeout: options.connect_timeout,
+            timeout: options.connect_timeout.get(),
             task,
         })
     }

@@ -62,7 +62,7 @@ pub async fn subscribe(
         .await
         .map_err(connection_error)?;
     let (tx, rx) = mpsc::unbounded();
-    let early = subscribed(&mut eventloop, options.connect_timeout, &filter).await?;
+    let early = subscribed(&mut eventloop, options.connect_timeout.get(), &filter).await?;
     for p in early {
         let _ = tx.unbounded_send(p);
     }
@@ -91,7 +91,7 @@ pub async fn subscribe(
     Ok(Box::new(MqttSubscription {
         connection: Some(Arc::new(Connection { client, closing })),
         unsubscribed,
-        timeout: options.connect_timeout,
+        timeout: options.connect_timeout.get(),
         filter,
         pattern: spec.pattern,
         rx,

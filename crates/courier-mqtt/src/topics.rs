@@ -48,23 +48,10 @@ pub fn to_filter(pattern: &Pattern, group: Option<&str>) -> String {
 /// Largest MQTT string, in bytes (its length is a 16-bit prefix).
 pub const MAX_STRING: usize = u16::MAX as usize;
 
+/// An MQTT string: at most [`MAX_STRING`] bytes, no control characters
+/// (U+0000 is forbidden; Mosquitto drops a client that sends the others).
 fn check_string(what: &str, s: &str) -> Result<(), BrokerError> {
-    if s.len() > MAX_STRING {
-        return Err(BrokerError::invalid(format!(
-            "{what} is {} bytes long; MQTT strings are at most {MAX_STRING}",
-            s.len()
-        )));
-    }
-    // U+0000 is forbidden in MQTT strings; the other control characters
-    // are ones a broker may treat as a protocol error (Mosquitto drops the
-    // connection, and with it everything the connection had in flight).
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(BrokerError::invalid(format!(
-            "{what} contains the control character U+{:04X}, which MQTT strings must not carry",
-            u32::from(c)
-        )));
-    }
-    Ok(())
+    courier_broker::message::check_text(what, s, MAX_STRING)
 }
 
 fn topic_name(what: &str, channel: &str) -> Result<String, BrokerError> {

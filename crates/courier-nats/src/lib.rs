@@ -104,7 +104,7 @@ impl NatsBackend {
     pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
         let link = Arc::new(Link::new(KIND, url.to_string()));
         let connect = async_nats::ConnectOptions::new()
-            .connection_timeout(options.connect_timeout)
+            .connection_timeout(options.connect_timeout.get())
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
                 // async-nats counts from 1 after the first failed attempt;
@@ -131,26 +131,27 @@ impl NatsBackend {
                 }
             })
             .connect(url);
-        let client = match tokio::time::timeout(options.connect_timeout, connect).await {
+        let client = match tokio::time::timeout(options.connect_timeout.get(), connect).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(connection_error(e).context(url)),
             Err(_) => {
                 return Err(connection_error(format!(
                     "{url}: no answer within {:?}",
-                    options.connect_timeout
+                    options.connect_timeout.get()
                 )));
             }
         };
         let js = match options.jetstream() {
-            Some(js) => {
-                Some(jetstream::JetStream::new(client.clone(), js, options.connect_timeout).await?)
-            }
+            Some(js) => Some(
+                jetstream::JetStream::new(client.clone(), js, options.connect_timeout.get())
+                    .await?,
+            ),
             None => None,
         };
         Ok(Self {
             client,
             js,
-            timeout: options.connect_timeout,
+            timeout: options.connect_timeout.get(),
         })
     }
 

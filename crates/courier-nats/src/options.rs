@@ -2,9 +2,9 @@
 //! subscription extensions it understands, as typed `serde` structs.
 
 use std::num::NonZeroI64;
-use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::factory::ConnectTimeout;
 use serde::{Deserialize, Deserializer};
 
 /// Where JetStream keeps a stream.
@@ -19,7 +19,7 @@ pub enum Storage {
 }
 
 /// `[clients.NAME.options]` of a `nats` client.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NatsOptions {
     /// Publish to and consume from a JetStream stream (durable, acked).
@@ -33,23 +33,8 @@ pub struct NatsOptions {
     /// Storage of a stream Courier creates: `file` (default) or `memory`.
     pub storage: Option<Storage>,
     /// Deadline of the first connection and of each request.
-    #[serde(
-        rename = "connect-timeout-ms",
-        deserialize_with = "courier_broker::factory::millis"
-    )]
-    pub connect_timeout: Duration,
-}
-
-impl Default for NatsOptions {
-    fn default() -> Self {
-        Self {
-            jetstream: false,
-            stream: None,
-            subjects: None,
-            storage: None,
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
+    #[serde(rename = "connect-timeout-ms")]
+    pub connect_timeout: ConnectTimeout,
 }
 
 /// JetStream settings of a client.

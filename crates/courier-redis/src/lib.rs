@@ -122,11 +122,11 @@ pub(crate) async fn manager(
     options: &RedisOptions,
 ) -> Result<ConnectionManager, BrokerError> {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.connect_timeout + streams::BLOCK))
+        .set_connection_timeout(Some(options.connect_timeout.get()))
+        .set_response_timeout(Some(options.connect_timeout.get() + streams::BLOCK))
         .set_number_of_retries(2);
     match tokio::time::timeout(
-        options.connect_timeout * 3,
+        options.connect_timeout.get() * 3,
         client.get_connection_manager_with_config(config),
     )
     .await
@@ -135,7 +135,7 @@ pub(crate) async fn manager(
         Ok(Err(e)) => Err(connection_error(e)),
         Err(_) => Err(connection_error(format!(
             "no answer within {:?}",
-            options.connect_timeout * 3
+            options.connect_timeout.get() * 3
         ))),
     }
 }

@@ -2,13 +2,13 @@
 //! subscription extensions it understands, as typed `serde` structs.
 
 use std::num::NonZeroU64;
-use std::time::Duration;
 
 use courier_broker::BrokerError;
+use courier_broker::factory::ConnectTimeout;
 use serde::Deserialize;
 
 /// `[clients.NAME.options]` of a `redis` client.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RedisOptions {
     /// Use Streams (durable) instead of pub/sub.
@@ -18,22 +18,8 @@ pub struct RedisOptions {
     /// Prefix of stream keys: channel `a.b` is the stream `{prefix}a.b`.
     pub key_prefix: String,
     /// Deadline of connecting and of each command.
-    #[serde(
-        rename = "connect-timeout-ms",
-        deserialize_with = "courier_broker::factory::millis"
-    )]
-    pub connect_timeout: Duration,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        Self {
-            streams: false,
-            maxlen: None,
-            key_prefix: String::new(),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
+    #[serde(rename = "connect-timeout-ms")]
+    pub connect_timeout: ConnectTimeout,
 }
 
 impl RedisOptions {

@@ -9,6 +9,14 @@ use super::harness::{Harness, WAIT, next, next_delivery, nothing};
 
 const PUBLISHED: usize = 24;
 
+/// The `uppercase` guest, point-to-point from `in` to `out`, taking
+/// `delay_ms` per message, with `more` settings (TOML inline-table pairs).
+fn slow_uppercase(delay_ms: u32, more: &str) -> String {
+    format!(
+        r#"guests.uppercase = {{ component = "{{uppercase}}", subscribe = ["in"], allow-publish = ["out"], mode = "point-to-point", env = {{ DELAY_MS = "{delay_ms}" }} {more} }}"#
+    )
+}
+
 /// A slow point-to-point guest is stopped after its first batch: what it
 /// handled is settled, what was queued for it or still in the broker is
 /// there for the next consumer of the same queue right away (not after the
@@ -16,19 +24,10 @@ const PUBLISHED: usize = 24;
 /// message is one or the other, once.
 #[tokio::test]
 async fn stopping_mid_stream_settles_or_hands_back_every_message() {
-    let h = Harness::start(
-        r#"
-        [guests.uppercase]
-        component = "{uppercase}"
-        subscribe = ["in"]
-        allow-publish = ["out"]
-        mode = "point-to-point"
-        concurrency = 2
-        batch-size = 2
-        ack-wait-ms = 60000
-        env = { DELAY_MS = "50" }
-        "#,
-    )
+    let h = Harness::start(&slow_uppercase(
+        50,
+        ", concurrency = 2, batch-size = 2, ack-wait-ms = 60000",
+    ))
     .await;
     let mut out = h.watch("out").await;
     let keys: Vec<String> = (0..PUBLISHED).map(|i| format!("k{i:02}")).collect();
@@ -87,17 +86,7 @@ async fn stopping_mid_stream_settles_or_hands_back_every_message() {
 /// woken by the guest going idle rather than by polling.
 #[tokio::test]
 async fn drained_resolves_once_every_message_is_settled() {
-    let h = Harness::start(
-        r#"
-        [guests.uppercase]
-        component = "{uppercase}"
-        subscribe = ["in"]
-        allow-publish = ["out"]
-        mode = "point-to-point"
-        env = { DELAY_MS = "20" }
-        "#,
-    )
-    .await;
+    let h = Harness::start(&slow_uppercase(20, "")).await;
     let messages = (0..10)
         .map(|i| Message::new("in", format!("m{i}")))
         .collect();
