@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 
 use crate::options::{AmqpExtensions, AmqpOptions};
 use crate::properties::{from_delivery, to_properties};
-use crate::{AmqpBackend, KIND, connection_error, redact, wait_confirms};
+use crate::{AmqpBackend, KIND, connection_error, wait_confirms};
 
 /// Opens a subscription.
 pub async fn subscribe(
@@ -63,7 +63,11 @@ pub async fn subscribe(
     let mut sub = AmqpSubscription {
         link: Link::new(
             KIND,
-            format!("{} (subscription `{}`)", redact(&backend.url), spec.pattern),
+            format!(
+                "{} (subscription `{}`)",
+                courier_broker::secret::redact_url(&backend.url),
+                spec.pattern
+            ),
         ),
         url: backend.url.clone(),
         options: backend.options.clone(),
@@ -206,9 +210,10 @@ impl AmqpSubscription {
         )
         .await
         .map_err(|_| {
-            connection_error(format!("no answer within {timeout:?}")).context(redact(&self.url))
+            connection_error(format!("no answer within {timeout:?}"))
+                .context(courier_broker::secret::redact_url(&self.url))
         })?
-        .map_err(|e| connection_error(e).context(redact(&self.url)))?;
+        .map_err(|e| connection_error(e).context(courier_broker::secret::redact_url(&self.url)))?;
         let channel = connection
             .create_channel()
             .await

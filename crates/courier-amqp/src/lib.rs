@@ -101,7 +101,10 @@ impl AmqpBackend {
             url: url.to_string(),
             options: options.clone(),
             link: Mutex::new(None),
-            health: Link::new(KIND, format!("{} (publisher)", redact(url))),
+            health: Link::new(
+                KIND,
+                format!("{} (publisher)", courier_broker::secret::redact_url(url)),
+            ),
         };
         backend.channel().await?;
         Ok(backend)
@@ -152,9 +155,10 @@ impl AmqpBackend {
         )
         .await
         .map_err(|_| {
-            connection_error(format!("no answer within {timeout:?}")).context(redact(&self.url))
+            connection_error(format!("no answer within {timeout:?}"))
+                .context(courier_broker::secret::redact_url(&self.url))
         })?
-        .map_err(|e| connection_error(e).context(redact(&self.url)))?;
+        .map_err(|e| connection_error(e).context(courier_broker::secret::redact_url(&self.url)))?;
         let channel = conn.create_channel().await.map_err(connection_error)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -223,16 +227,6 @@ impl Backend for AmqpBackend {
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
         consume::subscribe(self, spec).await
-    }
-}
-
-/// `url` without its password, for logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod message;
 pub mod pattern;
 pub mod reconnect;
 pub mod retry;
+pub mod secret;
 
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,

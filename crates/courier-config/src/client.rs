@@ -3,7 +3,11 @@
 //! file is read, so a bad option value is refused with its key and line.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use courier_broker::secret::redact_url;
 
 use courier_broker::factory::{AnyFactory, ClientOptions, Registry};
 use courier_broker::{Features, factory::millis};
@@ -13,14 +17,17 @@ use toml::Spanned;
 use crate::error::ConfigError;
 use crate::locate::{line_of, line_of_key};
 
-/// A named connection to a broker, read and checked.
-#[derive(Debug, Clone)]
+/// A named connection to a broker, read and checked. Its `Debug` never
+/// shows the credentials a url may hold.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The backend kind (`embedded`, `nats`, ...), one of the registry's.
     pub backend: &'static str,
     /// Whether the broker runs outside Courier (the backend needs a url).
     pub remote: bool,
-    /// The broker's address, for remote backends.
+    /// The broker's address, for remote backends: `url`, or read from the
+    /// environment variable named by `url-env` or the file named by
+    /// `url-file`, so that a password need not be written in the file.
     pub url: Option<String>,
     /// Deadline of connect and publish.
     pub timeout: Duration,
@@ -51,12 +58,25 @@ impl ClientConfig {
     }
 }
 
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("timeout", &self.timeout)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
 /// `[clients.NAME]` as written, before its backend reads the options.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawClient {
     backend: Spanned<String>,
     url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
     #[serde(
         default = "default_timeout",
         rename = "timeout-ms",
@@ -78,8 +98,36 @@ impl RawClient {
         name: &str,
         registry: &Registry,
         text: &str,
+        base: &Path,
     ) -> Result<ClientConfig, ConfigError> {
         let key = |k: &str| format!("clients.{name}.{k}");
+        let line = Some(line_of(text, self.backend.span().start));
+        let url = match (self.url, self.url_env, self.url_file) {
+            (url, None, None) => url,
+            (None, Some(var), None) => {
+                Some(std::env::var(&var).map_err(|_| ConfigError::Invalid {
+                    key: key("url-env"),
+                    line,
+                    message: format!("the environment variable `{var}` is not set (or not UTF-8)"),
+                })?)
+            }
+            (None, None, Some(file)) => {
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                    key: key("url-file"),
+                    line,
+                    message: format!("cannot read `{}`: {e}", path.display()),
+                })?;
+                Some(text.trim_end().to_string())
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: key("url"),
+                    line,
+                    message: "give one of `url`, `url-env` and `url-file`".into(),
+                });
+            }
+        };
         let factory: &dyn AnyFactory = registry
             .get(self.backend.get_ref())
             .map(|f| f.as_ref())
@@ -92,10 +140,10 @@ impl RawClient {
                     registry.kinds().collect::<Vec<_>>().join(", ")
                 ),
             })?;
-        if factory.remote() && self.url.is_none() {
+        if factory.remote() && url.is_none() {
             return Err(ConfigError::Invalid {
                 key: key("url"),
-                line: Some(line_of(text, self.backend.span().start)),
+                line,
                 message: format!("the {} backend needs a url", factory.kind()),
             });
         }
@@ -121,7 +169,7 @@ impl RawClient {
         Ok(ClientConfig {
             backend: factory.kind(),
             remote: factory.remote(),
-            url: self.url,
+            url,
             timeout: self.timeout,
             options,
         })
@@ -133,8 +181,9 @@ pub(crate) fn resolve_all(
     raw: BTreeMap<String, RawClient>,
     registry: &Registry,
     text: &str,
+    base: &Path,
 ) -> Result<BTreeMap<String, ClientConfig>, ConfigError> {
     raw.into_iter()
-        .map(|(name, c)| Ok((name.clone(), c.resolve(&name, registry, text)?)))
+        .map(|(name, c)| Ok((name.clone(), c.resolve(&name, registry, text, base)?)))
         .collect()
 }

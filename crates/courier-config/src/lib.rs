@@ -88,14 +88,15 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::from_toml(&text).map_err(|e| match e {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let registry = courier_registry::builtin();
+        let mut config = Self::read(&text, &registry, base).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_path_buf(),
                 message,
             },
             other => other,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
         for dir in [&mut config.host.data_dir, &mut config.host.cache_dir] {
             if let Some(d) = dir
                 && d.is_relative()
@@ -119,15 +120,21 @@ impl Config {
         Self::from_toml_with(text, &courier_registry::builtin())
     }
 
-    /// Reads and checks TOML text with the backends of `registry`.
+    /// Reads and checks TOML text with the backends of `registry`; a
+    /// client's `url-file` is relative to the current folder.
     pub fn from_toml_with(text: &str, registry: &Registry) -> Result<Self, ConfigError> {
+        Self::read(text, registry, Path::new("."))
+    }
+
+    /// Reads and checks TOML text; `url-file`s are relative to `base`.
+    fn read(text: &str, registry: &Registry, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
         let config = Config {
             host: raw.host,
-            clients: client::resolve_all(raw.clients, registry, text)?,
+            clients: client::resolve_all(raw.clients, registry, text, base)?,
             guests: raw.guests,
         };
         config.validate_with(registry)?;

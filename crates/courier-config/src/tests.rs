@@ -193,3 +193,43 @@ fn backoff_doubles_up_to_the_cap() {
     assert_eq!(g.backoff(3), Duration::from_millis(350));
     assert_eq!(g.backoff(60), Duration::from_millis(350));
 }
+
+#[cfg(feature = "nats")]
+#[test]
+fn a_url_with_credentials_can_come_from_the_environment_or_a_file() {
+    let url = "nats://alice:s3cret-pw@127.0.0.1:4222";
+    // The variable's name is this test's own: tests run in threads of one
+    // process, and no other reads it.
+    // SAFETY: no other thread reads or writes this variable.
+    unsafe { std::env::set_var("COURIER_CONFIG_TEST_NATS_URL", url) };
+    let c = Config::from_toml(
+        "[clients.q]\nbackend = \"nats\"\nurl-env = \"COURIER_CONFIG_TEST_NATS_URL\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.clients["q"].url.as_deref(), Some(url));
+    // The password never shows in Debug output.
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("s3cret-pw") && shown.contains("<redacted>@127.0.0.1"),
+        "{shown}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("url"), format!("{url}\n")).unwrap();
+    let file = dir.path().join("courier.toml");
+    std::fs::write(
+        &file,
+        "[clients.q]\nbackend = \"nats\"\nurl-file = \"url\"\n",
+    )
+    .unwrap();
+    let c = Config::from_file(&file).unwrap();
+    assert_eq!(c.clients["q"].url.as_deref(), Some(url));
+
+    let e = err("[clients.q]\nbackend = \"nats\"\nurl-env = \"COURIER_CONFIG_TEST_UNSET\"\n");
+    assert!(
+        e.contains("line 2 `clients.q.url-env`") && e.contains("not set"),
+        "{e}"
+    );
+    let e = err("[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\nurl-file = \"u\"\n");
+    assert!(e.contains("`clients.q.url`") && e.contains("one of"), "{e}");
+}

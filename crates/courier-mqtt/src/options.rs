@@ -3,6 +3,7 @@
 
 use courier_broker::BrokerError;
 use courier_broker::factory::ConnectTimeout;
+use courier_broker::secret::Credentials;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::{Deserialize, Deserializer};
 
@@ -17,6 +18,9 @@ pub struct MqttOptions {
     /// Broker port (from the url).
     #[serde(skip)]
     pub port: u16,
+    /// User name and password (from the url's `user:password@`).
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
     /// QoS of publishing and of subscriptions: 0, 1 or 2 (default 1).
     #[serde(deserialize_with = "qos")]
     pub qos: QoS,
@@ -32,6 +36,7 @@ impl Default for MqttOptions {
         Self {
             host: String::new(),
             port: 1883,
+            credentials: None,
             qos: QoS::AtLeastOnce,
             client_id: "courier".into(),
             connect_timeout: ConnectTimeout::default(),
@@ -69,8 +74,10 @@ fn some_qos<'de, D: Deserializer<'de>>(d: D) -> Result<Option<QoS>, D::Error> {
 
 impl MqttOptions {
     /// These options with the broker's address taken from `url`
-    /// (`mqtt://host:port`).
+    /// (`mqtt://host:port`, or `mqtt://user:password@host:port`).
     pub fn at(&self, url: &str) -> Result<Self, BrokerError> {
+        let (url, credentials) = courier_broker::secret::credentials(url)?;
+        let url = url.as_str();
         let rest = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
@@ -90,6 +97,7 @@ impl MqttOptions {
         Ok(Self {
             host,
             port,
+            credentials,
             ..self.clone()
         })
     }
@@ -114,5 +122,13 @@ mod tests {
         assert!(parse("qos = 3").unwrap_err().contains("0, 1 or 2"));
         assert!(parse("q0s = 1").unwrap_err().contains("q0s"));
         assert!(parse("").unwrap().at("http://h").is_err());
+        let o = parse("").unwrap().at("mqtt://u:p%2Fw@h:1").unwrap();
+        let c = o.credentials.as_ref().unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("h", 1));
+        assert_eq!(
+            (c.user.as_str(), c.password.as_ref().unwrap().expose()),
+            ("u", "p/w")
+        );
+        assert!(!format!("{o:?}").contains("p/w"));
     }
 }

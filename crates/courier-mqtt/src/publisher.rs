@@ -87,6 +87,10 @@ pub(crate) fn mqtt_options(options: &MqttOptions, id: String) -> rumqttc::v5::Mq
     let mut o = rumqttc::v5::MqttOptions::new(id, options.host.clone(), options.port);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_connection_timeout(options.connect_timeout.get().as_secs().max(1));
+    if let Some(c) = &options.credentials {
+        let password = c.password.as_ref().map_or("", |p| p.expose());
+        o.set_credentials(c.user.clone(), password.to_string());
+    }
     o
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::reconnect::{Link, backoff};
+use courier_broker::secret::{Credentials, redact_url};
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
 pub use options::{NatsExtensions, NatsOptions};
@@ -101,9 +102,28 @@ impl NatsBackend {
     /// recoveries are logged and counted. While it is disconnected,
     /// `publish` fails at once with a
     /// [`Connection`](courier_broker::ErrorKind::Connection) error.
+    ///
+    /// Credentials in the url are used, never shown: `nats://user:password@…`
+    /// for a user, `nats://token@…` for a token.
     pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
-        let link = Arc::new(Link::new(KIND, url.to_string()));
-        let connect = async_nats::ConnectOptions::new()
+        let shown = redact_url(url);
+        let (address, credentials) = courier_broker::secret::credentials(url)?;
+        let link = Arc::new(Link::new(KIND, shown.clone()));
+        let auth = match credentials {
+            Some(Credentials {
+                user,
+                password: Some(password),
+            }) => async_nats::ConnectOptions::with_user_and_password(
+                user,
+                password.expose().to_string(),
+            ),
+            Some(Credentials {
+                user: token,
+                password: None,
+            }) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let connect = auth
             .connection_timeout(options.connect_timeout.get())
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
@@ -130,13 +150,13 @@ impl NatsBackend {
                     }
                 }
             })
-            .connect(url);
+            .connect(address);
         let client = match tokio::time::timeout(options.connect_timeout.get(), connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(connection_error(e).context(url)),
+            Ok(Err(e)) => return Err(connection_error(e).context(&shown)),
             Err(_) => {
                 return Err(connection_error(format!(
-                    "{url}: no answer within {:?}",
+                    "{shown}: no answer within {:?}",
                     options.connect_timeout.get()
                 )));
             }

@@ -101,17 +101,20 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to `url` (`redis://host:port/db`).
+    /// Connects to `url` (`redis://host:port/db`, with `user:password@` for
+    /// an ACL user or `:password@` for the default one; the credentials are
+    /// never shown).
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self, BrokerError> {
         let options = options.clone();
+        let shown = courier_broker::secret::redact_url(url);
         let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::invalid(format!("redis url `{url}`")).with_source(e))?;
+            .map_err(|e| BrokerError::invalid(format!("redis url `{shown}`")).with_source(e))?;
         let conn = manager(&client, &options).await?;
         Ok(Self {
             client,
             conn,
             options,
-            link: Arc::new(Link::new(KIND, format!("{url} (publisher)"))),
+            link: Arc::new(Link::new(KIND, format!("{shown} (publisher)"))),
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct PrivateBroker {
     dir: tempfile::TempDir,
     node: String,
     child: Option<Child>,
+    /// The only user the broker lets in, when it requires one.
+    auth: Option<(String, String)>,
     /// Times the broker was stopped or killed while running.
     pub faults: u32,
 }
@@ -51,6 +53,29 @@ impl PrivateBroker {
     /// [`Need::Installed`](crate::Need) to be ignored instead) or it does
     /// not start.
     pub fn start(kind: Broker) -> Self {
+        Self::start_as(kind, None)
+    }
+
+    /// Like [`PrivateBroker::start`], but the broker lets in only `user`
+    /// with `password` (NATS, Redis and Mosquitto; a Redis ACL user, with
+    /// the default user switched off).
+    pub fn start_authenticated(kind: Broker, user: &str, password: &str) -> Self {
+        assert!(
+            kind != Broker::RabbitMq,
+            "the shared RabbitMQ already requires a user"
+        );
+        Self::start_as(kind, Some((user.to_string(), password.to_string())))
+    }
+
+    /// The broker's url with `user:password@`, as a client configuration
+    /// would give it.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        self.kind
+            .url_at(self.port)
+            .replacen("://", &format!("://{user}:{password}@"), 1)
+    }
+
+    fn start_as(kind: Broker, auth: Option<(String, String)>) -> Self {
         let program = kind.program().unwrap_or_else(|why| panic!("{why}"));
         let dir = tempfile::Builder::new()
             .prefix("courier-faults-")
@@ -68,6 +93,7 @@ impl PrivateBroker {
             dir,
             node,
             child: None,
+            auth,
             faults: 0,
         };
         broker.prepare();
@@ -95,13 +121,26 @@ impl PrivateBroker {
         std::fs::create_dir_all(&data).expect("data dir");
         match self.kind {
             Broker::Mosquitto => {
-                let conf = format!(
-                    "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                let mut conf = format!(
+                    "listener {} 127.0.0.1\nallow_anonymous {}\npersistence true\n\
                      persistence_location {}/\nmax_queued_messages 100000\n\
                      max_inflight_messages 100\nlog_dest stderr\n",
                     self.port,
+                    self.auth.is_none(),
                     data.display()
                 );
+                if let Some((user, password)) = &self.auth {
+                    let file = self.dir.path().join("passwords");
+                    let made = Command::new("mosquitto_passwd")
+                        .arg("-b")
+                        .arg("-c")
+                        .arg(&file)
+                        .args([user, password])
+                        .status()
+                        .expect("mosquitto_passwd");
+                    assert!(made.success(), "mosquitto_passwd failed");
+                    conf.push_str(&format!("password_file {}\n", file.display()));
+                }
                 std::fs::write(self.dir.path().join("mosquitto.conf"), conf).expect("conf");
             }
             Broker::RabbitMq => {
@@ -135,6 +174,9 @@ impl PrivateBroker {
                     "-sd",
                 ])
                 .arg(&data);
+                if let Some((user, password)) = &self.auth {
+                    cmd.args(["--user", user, "--pass", password]);
+                }
             }
             Broker::Redis => {
                 cmd.args([
@@ -151,6 +193,11 @@ impl PrivateBroker {
                     "--dir",
                 ])
                 .arg(&data);
+                if let Some((user, password)) = &self.auth {
+                    cmd.args(["--user", "default", "off", "--user", user, "on"])
+                        .arg(format!(">{password}"))
+                        .args(["~*", "&*", "+@all"]);
+                }
             }
             Broker::Mosquitto => {
                 cmd.arg("-c").arg(dir.join("mosquitto.conf"));
