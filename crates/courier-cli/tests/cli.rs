@@ -289,11 +289,21 @@ fn http_ingress_metrics_and_health() {
         "VIA HTTP"
     );
 
-    let response = http(
-        &addr,
-        "POST /v1/channels/in.* HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
-    );
-    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    // Channels valid nowhere are refused with the reason, and nothing is
+    // published: a wildcard, NUL, `/`, and a 5,000-byte name.
+    let long = "x".repeat(5000);
+    for channel in ["in.*", "a%00b", "a%2Fb", "a%01", long.as_str()] {
+        let response = http(
+            &addr,
+            &format!(
+                "POST /v1/channels/{channel} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+            ),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 400") && response.contains("invalid request"),
+            "{channel}: {response}"
+        );
+    }
     let big = "x".repeat(2 << 20);
     let response = http(
         &addr,
