@@ -1,5 +1,6 @@
 //! The HTTP endpoint: ingress into the broker, Prometheus metrics, health.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -8,9 +9,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use courier_broker::pattern::allowed_topic;
 use courier_broker::{Backend, BrokerError, ErrorKind, Message, Pattern};
 use courier_runtime::Runtime;
+use courier_runtime::config::ingress::IngressToken;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 
@@ -21,6 +25,8 @@ pub struct AppState {
     pub ingress: Arc<dyn Backend>,
     pub metrics: Option<PrometheusHandle>,
     pub max_body: usize,
+    /// Bearer tokens the ingress requires; none: it is open (loopback only).
+    pub tokens: Arc<BTreeMap<String, IngressToken>>,
 }
 
 /// Binds `addr` and serves in the background until `shutdown` resolves;
@@ -52,14 +58,72 @@ pub async fn serve(
     }))
 }
 
+/// The token a request carries (`Authorization: Bearer …`), when the
+/// ingress requires one: 401 without a known token. Tokens are compared in
+/// constant time and never logged.
+fn authorize<'a>(
+    tokens: &'a BTreeMap<String, IngressToken>,
+    headers: &HeaderMap,
+) -> Result<Option<(&'a str, &'a IngressToken)>, Unauthorized> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let found = given.and_then(|given| {
+        tokens
+            .iter()
+            .find(|(_, t)| same(t.token.expose().as_bytes(), given.as_bytes()))
+    });
+    match found {
+        Some((name, token)) => Ok(Some((name.as_str(), token))),
+        None => Err(Unauthorized),
+    }
+}
+
+/// A request without a known bearer token.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required (Authorization: Bearer TOKEN)\n",
+        )
+            .into_response()
+    }
+}
+
+/// Byte strings compared in time that depends on their length only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn publish(
     State(state): State<AppState>,
     Path(channel): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> Response {
+    let grant = match authorize(&state.tokens, &headers) {
+        Ok(grant) => grant,
+        Err(refused) => return refused.into_response(),
+    };
     if let Err(e) = Pattern::parse_literal(&channel) {
-        return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    }
+    if let Some((name, token)) = grant
+        && !allowed_topic(&token.allow_publish, &channel)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("token `{name}` may not publish to `{channel}`\n"),
+        )
+            .into_response();
     }
     let mut message = Message::new(channel, body);
     message.content_type = headers
@@ -69,9 +133,9 @@ async fn publish(
     match state.ingress.publish(vec![message]).await {
         Ok(()) => {
             metrics::counter!("courier_ingress_messages_total").increment(1);
-            (StatusCode::ACCEPTED, "accepted\n".into())
+            (StatusCode::ACCEPTED, "accepted\n").into_response()
         }
-        Err(e) => (status_of(&e), format!("{e}\n")),
+        Err(e) => (status_of(&e), format!("{e}\n")).into_response(),
     }
 }
 

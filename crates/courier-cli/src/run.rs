@@ -104,6 +104,7 @@ fn configure(args: &RunArgs) -> anyhow::Result<Config> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = configure(&args)?;
     let host = config.host.clone();
+    let tokens = Arc::new(config.ingress_tokens.clone());
     let metrics = match &host.listen {
         Some(_) => Some(
             metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -140,6 +141,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     ingress: ingress.clone(),
                     metrics,
                     max_body: host.max_ingress_bytes,
+                    tokens: tokens.clone(),
                 },
                 stopped(server_stop),
             )

@@ -369,3 +369,97 @@ fn a_data_directory_in_use_is_refused_with_a_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// With ingress tokens, a request without a valid bearer token gets 401, one
+/// outside its token's grant 403, and neither publishes anything; a good
+/// one is accepted and delivered.
+#[test]
+fn the_ingress_lets_in_only_its_tokens() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [host]
+            listen = "127.0.0.1:{port}"
+            summary-secs = 0
+            ingress-tokens.producer = {{ token-env = "COURIER_TEST_INGRESS_TOKEN", allow-publish = ["in"] }}
+            [guests.uppercase]
+            component = "{}"
+            subscribe = ["in", "other"]
+            allow-publish = ["out"]
+            "#,
+            test_programs::UPPERCASE
+        ),
+    )
+    .unwrap();
+    let token = "ingress-token-for-the-test-4f1c";
+    let mut server = Server(
+        Command::new(COURIER)
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--print", "out"])
+            .env("COURIER_TEST_INGRESS_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    wait_until(Duration::from_secs(60), "the host serving HTTP", || {
+        accepting(port) || server.0.try_wait().unwrap().is_some()
+    });
+    assert!(server.0.try_wait().unwrap().is_none(), "the host exited");
+    let addr = format!("127.0.0.1:{port}");
+    let post = |channel: &str, auth: &str, body: &str| {
+        http(
+            &addr,
+            &format!(
+                "POST /v1/channels/{channel} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let refused = post("in", "", "no token");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(
+        refused.to_lowercase().contains("www-authenticate: bearer"),
+        "{refused}"
+    );
+    let refused = post(
+        "in",
+        &bearer("ingress-token-for-the-test-0000"),
+        "bad token",
+    );
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let refused = post("other", &bearer(token), "not granted");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let accepted = post("in", &bearer(token), "via token");
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "VIA TOKEN"
+    );
+    // Nothing refused was published: the only output is the accepted one.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let mut log = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(!log.contains(token), "the token reached the log:\n{log}");
+}

@@ -1,18 +1,25 @@
 //! `[host]`: host-wide settings — the HTTP endpoint, the embedded broker's
 //! storage, the compile cache, progress summaries.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use courier_embedded::SyncPolicy;
 use serde::Deserialize;
 
+use crate::ingress::IngressTokenConfig;
+
 /// Host-wide settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HostConfig {
-    /// Address of the HTTP endpoint (ingress, `/metrics`, `/healthz`).
+    /// Address of the HTTP endpoint (ingress, `/metrics`, `/healthz`). An
+    /// address other than loopback needs ingress tokens.
     pub listen: Option<SocketAddr>,
+    /// Bearer tokens of the HTTP ingress, by name; with none, anyone who
+    /// can reach the (loopback) address may publish anywhere.
+    pub ingress_tokens: BTreeMap<String, IngressTokenConfig>,
     /// The client HTTP ingress and `--stdin` publish to.
     pub ingress_client: Option<String>,
     /// Largest message accepted at the HTTP ingress.
@@ -41,6 +48,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         Self {
             listen: None,
+            ingress_tokens: BTreeMap::new(),
             ingress_client: None,
             max_ingress_bytes: 1 << 20,
             summary_secs: 10,

@@ -9,6 +9,7 @@
 //! subscriptions need from their client.
 //!
 //! - [`host`]: `[host]`, host-wide settings.
+//! - [`ingress`]: `[host.ingress-tokens.NAME]`, who may publish over HTTP.
 //! - [`client`]: `[clients.NAME]`, broker connections.
 //! - [`guest`]: `[guests.NAME]`, guests with their grants and limits.
 //! - [`error`]: what is wrong, where.
@@ -41,6 +42,7 @@ pub mod client;
 pub mod error;
 pub mod guest;
 pub mod host;
+pub mod ingress;
 mod locate;
 
 use std::collections::BTreeMap;
@@ -65,6 +67,8 @@ pub struct Config {
     pub clients: BTreeMap<String, ClientConfig>,
     /// Guests to run, by name.
     pub guests: BTreeMap<String, GuestConfig>,
+    /// The HTTP ingress's bearer tokens, read (`host.ingress-tokens`).
+    pub ingress_tokens: BTreeMap<String, ingress::IngressToken>,
 }
 
 /// The file as written, before the backends read their options.
@@ -133,6 +137,7 @@ impl Config {
             message: e.to_string(),
         })?;
         let config = Config {
+            ingress_tokens: ingress::resolve(&raw.host.ingress_tokens, base)?,
             host: raw.host,
             clients: client::resolve_all(raw.clients, registry, text, base)?,
             guests: raw.guests,
@@ -151,6 +156,19 @@ impl Config {
     /// Checks references between sections and each guest against its
     /// clients, with the backends of `registry`.
     pub fn validate_with(&self, registry: &Registry) -> Result<(), ConfigError> {
+        if let Some(addr) = self.host.listen
+            && !addr.ip().is_loopback()
+            && self.ingress_tokens.is_empty()
+        {
+            return Err(invalid(
+                "host.listen",
+                format!(
+                    "`{addr}` is reachable from other machines, and without \
+                     [host.ingress-tokens.NAME] anyone there could publish to any channel: \
+                     declare tokens, or listen on 127.0.0.1"
+                ),
+            ));
+        }
         if let Some(c) = &self.host.ingress_client
             && !self.clients.contains_key(c)
         {

@@ -233,3 +233,32 @@ fn a_url_with_credentials_can_come_from_the_environment_or_a_file() {
     let e = err("[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\nurl-file = \"u\"\n");
     assert!(e.contains("`clients.q.url`") && e.contains("one of"), "{e}");
 }
+
+#[test]
+fn the_ingress_needs_tokens_to_listen_beyond_loopback() {
+    let e = err("[host]\nlisten = \"0.0.0.0:8080\"\n");
+    assert!(
+        e.contains("`host.listen`") && e.contains("ingress-tokens"),
+        "{e}"
+    );
+    Config::from_toml("[host]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    // SAFETY: this variable is this test's own; nothing else reads it.
+    unsafe { std::env::set_var("COURIER_CONFIG_TEST_TOKEN", "a-token-long-enough-0123") };
+    let c = Config::from_toml(
+        "[host]\nlisten = \"0.0.0.0:8080\"\n[host.ingress-tokens.ci]\n\
+         token-env = \"COURIER_CONFIG_TEST_TOKEN\"\nallow-publish = [\"in.>\"]\n",
+    )
+    .unwrap();
+    let t = &c.ingress_tokens["ci"];
+    assert_eq!(t.token.expose(), "a-token-long-enough-0123");
+    assert!(!format!("{c:?}").contains("a-token-long-enough"));
+    // SAFETY: as above.
+    unsafe { std::env::set_var("COURIER_CONFIG_TEST_SHORT_TOKEN", "short") };
+    let e = err(
+        "[host.ingress-tokens.ci]\ntoken-env = \"COURIER_CONFIG_TEST_SHORT_TOKEN\"\nallow-publish = []\n",
+    );
+    assert!(
+        e.contains("host.ingress-tokens.ci") && e.contains("16"),
+        "{e}"
+    );
+}
