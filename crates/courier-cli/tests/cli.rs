@@ -219,6 +219,27 @@ fn bad_config_names_the_key_and_line() {
 /// A running `courier run … --listen`, killed on drop.
 struct Server(Child);
 
+impl Server {
+    /// Starts `command` (a `courier run` serving HTTP on `port`, its
+    /// standard output piped) and waits until it serves; the lines it
+    /// prints arrive on the receiver.
+    fn start(mut command: Command, port: u16) -> (Self, mpsc::Receiver<String>) {
+        let mut server = Server(command.stdout(Stdio::piped()).spawn().unwrap());
+        let stdout = server.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        wait_until(Duration::from_secs(60), "the host serving HTTP", || {
+            accepting(port) || server.0.try_wait().unwrap().is_some()
+        });
+        assert!(server.0.try_wait().unwrap().is_none(), "the host exited");
+        (server, rx)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -239,33 +260,12 @@ fn http(addr: &str, request: &str) -> String {
 fn http_ingress_metrics_and_health() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Server(
-        Command::new(COURIER)
-            .args([
-                "run",
-                test_programs::UPPERCASE,
-                "--subscribe",
-                "in",
-                "--print",
-                "out",
-                "--listen",
-                &addr,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    wait_until(Duration::from_secs(60), "the host serving HTTP", || {
-        accepting(port)
-    });
+    let mut command = Command::new(COURIER);
+    command
+        .args(["run", test_programs::UPPERCASE, "--subscribe", "in"])
+        .args(["--print", "out", "--listen", &addr])
+        .stderr(Stdio::null());
+    let (_server, rx) = Server::start(command, port);
     let health = http(
         &addr,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -396,28 +396,14 @@ fn the_ingress_lets_in_only_its_tokens() {
     )
     .unwrap();
     let token = "ingress-token-for-the-test-4f1c";
-    let mut server = Server(
-        Command::new(COURIER)
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--print", "out"])
-            .env("COURIER_TEST_INGRESS_TOKEN", token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    wait_until(Duration::from_secs(60), "the host serving HTTP", || {
-        accepting(port) || server.0.try_wait().unwrap().is_some()
-    });
-    assert!(server.0.try_wait().unwrap().is_none(), "the host exited");
+    let mut command = Command::new(COURIER);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--print", "out"])
+        .env("COURIER_TEST_INGRESS_TOKEN", token)
+        .stderr(Stdio::piped());
+    let (mut server, rx) = Server::start(command, port);
     let addr = format!("127.0.0.1:{port}");
     let post = |channel: &str, auth: &str, body: &str| {
         http(
