@@ -24,8 +24,11 @@ struct Input {
     raw: Vec<u8>,
 }
 
+/// What an MQTT string must not be: longer than its 16-bit length, or
+/// holding a control character (U+0000 is forbidden; Mosquitto drops a
+/// client that sends the others, so Courier refuses them all).
 fn bad_string(s: &str) -> bool {
-    s.len() > MAX_STRING || s.contains('\0')
+    s.len() > MAX_STRING || s.chars().any(char::is_control)
 }
 
 fn bad_topic(s: &str) -> bool {
