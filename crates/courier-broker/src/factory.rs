@@ -231,7 +231,7 @@ impl<F: BackendFactory> AnyFactory for F {
             })?;
         F::check(&options).map_err(|e| OptionsError {
             key: String::new(),
-            message: e.to_string(),
+            message: e.message().to_string(),
         })?;
         Ok(ClientOptions {
             kind: F::KIND,

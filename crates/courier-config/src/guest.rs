@@ -338,7 +338,7 @@ impl GuestConfig {
         if let Some(factory) = registry.get(client.backend) {
             factory
                 .check_extensions(&client.options, &backend_extensions)
-                .map_err(|e| invalid(key("subscribe-options"), e))?;
+                .map_err(|e| invalid(key("subscribe-options"), e.message()))?;
         }
         Ok(())
     }
