@@ -34,7 +34,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, Consumer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -65,11 +65,11 @@ pub async fn subscribe(
             KIND,
             format!(
                 "{} (subscription `{}`)",
-                courier_broker::secret::redact_url(&backend.url),
+                backend.target.shown(),
                 spec.pattern
             ),
         ),
-        url: backend.url.clone(),
+        target: backend.target.clone(),
         options: backend.options.clone(),
         spec,
         prefetch,
@@ -97,7 +97,7 @@ struct Open {
 struct AmqpSubscription {
     /// The health of the subscription's connection.
     link: Link,
-    url: String,
+    target: crate::connect::Target,
     options: AmqpOptions,
     spec: SubscriptionSpec,
     prefetch: u16,
@@ -203,17 +203,7 @@ impl Delayed {
 
 impl AmqpSubscription {
     async fn open(&mut self) -> Result<(), BrokerError> {
-        let timeout = self.options.connect_timeout.get();
-        let connection = tokio::time::timeout(
-            timeout,
-            Connection::connect(&self.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| {
-            connection_error(format!("no answer within {timeout:?}"))
-                .context(courier_broker::secret::redact_url(&self.url))
-        })?
-        .map_err(|e| connection_error(e).context(courier_broker::secret::redact_url(&self.url)))?;
+        let connection = self.target.open(self.options.connect_timeout.get()).await?;
         let channel = connection
             .create_channel()
             .await

@@ -14,6 +14,7 @@
 //! `#`, see [`binding_key`]).
 #![deny(missing_docs)]
 
+mod connect;
 pub mod consume;
 pub mod options;
 pub mod properties;
@@ -22,12 +23,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::reconnect::Link;
+use courier_broker::tls::Endpoint;
 use courier_broker::{
     Backend, BrokerError, ErrorKind, Features, Message, Subscription, SubscriptionSpec,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Confirmation, Connection, ExchangeKind};
 use tokio::sync::Mutex;
 
 pub use options::{AmqpExtensions, AmqpOptions};
@@ -59,11 +61,11 @@ impl courier_broker::factory::BackendFactory for Amqp {
 
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &AmqpOptions,
     ) -> Result<std::sync::Arc<dyn Backend>, BrokerError> {
         Ok(std::sync::Arc::new(
-            AmqpBackend::connect(url, options).await?,
+            AmqpBackend::connect_to(endpoint, options).await?,
         ))
     }
 }
@@ -85,7 +87,7 @@ pub fn binding_key(pattern: &courier_broker::Pattern) -> String {
 
 /// A connection to an AMQP 0-9-1 broker.
 pub struct AmqpBackend {
-    url: String,
+    target: connect::Target,
     options: AmqpOptions,
     /// The connection and its publishing channel (confirms on), remade when lost.
     link: Mutex<Option<(Connection, Channel)>>,
@@ -97,14 +99,21 @@ impl AmqpBackend {
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`) and declares
     /// the topic exchange.
     pub async fn connect(url: &str, options: &AmqpOptions) -> Result<Self, BrokerError> {
+        Self::connect_to(&Endpoint::plain(url), options).await
+    }
+
+    /// Connects to `endpoint`: like [`AmqpBackend::connect`], over TLS when
+    /// the endpoint has TLS settings or an `amqps://` url.
+    pub async fn connect_to(
+        endpoint: &Endpoint,
+        options: &AmqpOptions,
+    ) -> Result<Self, BrokerError> {
+        let target = connect::Target::new(endpoint)?;
         let backend = Self {
-            url: url.to_string(),
+            health: Link::new(KIND, format!("{} (publisher)", target.shown())),
+            target,
             options: options.clone(),
             link: Mutex::new(None),
-            health: Link::new(
-                KIND,
-                format!("{} (publisher)", courier_broker::secret::redact_url(url)),
-            ),
         };
         backend.channel().await?;
         Ok(backend)
@@ -148,17 +157,7 @@ impl AmqpBackend {
 
     /// Connects, opens a channel with publisher confirms, declares the exchange.
     async fn link(&self) -> Result<(Connection, Channel), BrokerError> {
-        let timeout = self.options.connect_timeout.get();
-        let conn = tokio::time::timeout(
-            timeout,
-            Connection::connect(&self.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| {
-            connection_error(format!("no answer within {timeout:?}"))
-                .context(courier_broker::secret::redact_url(&self.url))
-        })?
-        .map_err(|e| connection_error(e).context(courier_broker::secret::redact_url(&self.url)))?;
+        let conn = self.target.open(self.options.connect_timeout.get()).await?;
         let channel = conn.create_channel().await.map_err(connection_error)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

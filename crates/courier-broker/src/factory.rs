@@ -12,6 +12,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use courier_broker::factory::{BackendFactory, Registry};
+//! use courier_broker::tls::Endpoint;
 //! use courier_broker::{Backend, BrokerError, Features};
 //!
 //! /// A backend that can never connect (a real one opens its connection here).
@@ -32,8 +33,8 @@
 //!     fn features(_: &NowhereOptions) -> Features {
 //!         Features::ALL
 //!     }
-//!     async fn connect(&self, url: &str, _: &NowhereOptions) -> Result<Arc<dyn Backend>, BrokerError> {
-//!         Err(BrokerError::connection("nowhere", format!("{url}: no such place")))
+//!     async fn connect(&self, at: &Endpoint, _: &NowhereOptions) -> Result<Arc<dyn Backend>, BrokerError> {
+//!         Err(BrokerError::connection("nowhere", format!("{}: no such place", at.url)))
 //!     }
 //! }
 //!
@@ -55,6 +56,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
+use crate::tls::{ClientTls, Endpoint};
 use crate::{Backend, BrokerError, Features};
 
 /// One kind of broker, declared once by its backend crate.
@@ -93,11 +95,20 @@ pub trait BackendFactory: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Checks a client's TLS settings against what the backend's client
+    /// library can do (e.g. a library without a `server-name` override).
+    fn check_tls(tls: &ClientTls) -> Result<(), BrokerError> {
+        let _ = tls;
+        Ok(())
+    }
+
     /// Connects a client. Called once per configured client; the connection
-    /// is shared by every guest that uses it.
+    /// is shared by every guest that uses it. TLS is on when the endpoint
+    /// has TLS settings or its url has the backend's TLS scheme
+    /// ([`Endpoint::tls`]).
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &Self::Options,
     ) -> Result<Arc<dyn Backend>, BrokerError>;
 }
@@ -187,10 +198,12 @@ pub trait AnyFactory: Send + Sync {
         options: &ClientOptions,
         extensions: &BTreeMap<String, String>,
     ) -> Result<(), BrokerError>;
+    /// Checks TLS settings against what the backend can do.
+    fn check_tls(&self, tls: &ClientTls) -> Result<(), BrokerError>;
     /// Connects a client with options this factory read.
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &ClientOptions,
     ) -> Result<Arc<dyn Backend>, BrokerError>;
 }
@@ -249,12 +262,16 @@ impl<F: BackendFactory> AnyFactory for F {
         F::check_extensions(typed::<F>(options)?, &extensions)
     }
 
+    fn check_tls(&self, tls: &ClientTls) -> Result<(), BrokerError> {
+        F::check_tls(tls)
+    }
+
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &ClientOptions,
     ) -> Result<Arc<dyn Backend>, BrokerError> {
-        BackendFactory::connect(self, url, typed::<F>(options)?).await
+        BackendFactory::connect(self, endpoint, typed::<F>(options)?).await
     }
 }
 

@@ -20,6 +20,7 @@ pub mod pattern;
 pub mod reconnect;
 pub mod retry;
 pub mod secret;
+pub mod tls;
 
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use courier_broker::secret::redact_url;
+use courier_broker::tls::{ClientTls, Endpoint, TlsOptions};
 
 use courier_broker::factory::{AnyFactory, ClientOptions, Registry};
 use courier_broker::{Features, factory::millis};
@@ -33,6 +34,51 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// `[clients.NAME.options]`, read by the backend's own options struct.
     pub options: ClientOptions,
+    /// `tls = true` or `[clients.NAME.tls]`, with its files read; a TLS
+    /// scheme in the url (`rediss://`, ...) turns TLS on without it.
+    pub tls: Option<ClientTls>,
+}
+
+impl ClientConfig {
+    /// Where the client connects: its url and TLS settings.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            url: self.url.clone().unwrap_or_default(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// `tls` of a client as written: `true`/`false`, or a table of settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TlsSetting {
+    /// `tls = true` (defaults) or `tls = false`.
+    On(bool),
+    /// `[clients.NAME.tls]`.
+    Table(TlsOptions),
+}
+
+impl<'de> Deserialize<'de> for TlsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TlsSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false` or a table of TLS settings")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<TlsSetting, E> {
+                Ok(TlsSetting::On(on))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TlsSetting, A::Error> {
+                TlsOptions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TlsSetting::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl ClientConfig {
@@ -49,6 +95,7 @@ impl ClientConfig {
             url: None,
             timeout: default_timeout(),
             options,
+            tls: None,
         }
     }
 
@@ -65,6 +112,7 @@ impl fmt::Debug for ClientConfig {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("timeout", &self.timeout)
             .field("options", &self.options)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -84,6 +132,7 @@ pub(crate) struct RawClient {
     )]
     timeout: Duration,
     options: Option<Spanned<toml::Table>>,
+    tls: Option<Spanned<TlsSetting>>,
 }
 
 fn default_timeout() -> Duration {
@@ -166,12 +215,58 @@ impl RawClient {
                 message: e.message,
             }
         })?;
+        let tls = match self.tls {
+            None => None,
+            Some(setting) => {
+                let line = Some(line_of(text, setting.span().start));
+                let invalid = |message: String| ConfigError::Invalid {
+                    key: key("tls"),
+                    line,
+                    message,
+                };
+                if !factory.remote() {
+                    return Err(invalid(format!(
+                        "the {} backend runs inside Courier: there is no connection to secure",
+                        factory.kind()
+                    )));
+                }
+                let options = match setting.into_inner() {
+                    TlsSetting::On(false) => None,
+                    TlsSetting::On(true) => Some(TlsOptions::default()),
+                    TlsSetting::Table(mut options) => {
+                        for path in [
+                            &mut options.ca_file,
+                            &mut options.cert_file,
+                            &mut options.key_file,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        {
+                            *path = base.join(&*path);
+                        }
+                        Some(options)
+                    }
+                };
+                match options {
+                    None => None,
+                    Some(options) => {
+                        let tls = ClientTls::load(options)
+                            .map_err(|e| invalid(e.message().to_string()))?;
+                        factory
+                            .check_tls(&tls)
+                            .map_err(|e| invalid(e.message().to_string()))?;
+                        Some(tls)
+                    }
+                }
+            }
+        };
         Ok(ClientConfig {
             backend: factory.kind(),
             remote: factory.remote(),
             url,
             timeout: self.timeout,
             options,
+            tls,
         })
     }
 }

@@ -262,3 +262,53 @@ fn the_ingress_needs_tokens_to_listen_beyond_loopback() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_settings_are_read_and_checked_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    let read = |text: &str| {
+        let file = dir.path().join("courier.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::from_file(&file)
+    };
+    let c = read(
+        "[clients.q]\nbackend = \"nats\"\nurl = \"nats://h:4222\"\n\
+         tls = { insecure-skip-verify = true, server-name = \"broker.internal\" }\n",
+    )
+    .unwrap();
+    let tls = c.clients["q"].tls.as_ref().unwrap();
+    assert!(tls.insecure());
+    assert_eq!(tls.server_name(), Some("broker.internal"));
+    let c = read("[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\ntls = false\n").unwrap();
+    assert!(c.clients["q"].tls.is_none());
+
+    let cases = [
+        ("tls = \"yes\"", "`true`, `false` or a table"),
+        ("tls = { ca-fle = \"x\" }", "ca-fle"),
+        ("tls = { ca-file = \"missing.pem\" }", "cannot read"),
+        ("tls = { ca-file = \"junk.pem\" }", "no certificate in it"),
+        ("tls = { cert-file = \"junk.pem\" }", "go together"),
+    ];
+    for (line, expected) in cases {
+        let text = format!("[clients.q]\nbackend = \"nats\"\nurl = \"nats://h\"\n{line}\n");
+        let e = read(&text).unwrap_err().to_string();
+        assert!(e.contains(expected) && e.contains("line 4"), "{line}: {e}");
+    }
+    let e = read(
+        "[clients.q]\nbackend = \"redis\"\nurl = \"redis://h\"\ntls = { server-name = \"x\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("clients.q.tls") && e.contains("server-name"),
+        "{e}"
+    );
+    let e = read("[clients.q]\nbackend = \"embedded\"\ntls = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("clients.q.tls") && e.contains("inside Courier"),
+        "{e}"
+    );
+}

@@ -48,7 +48,7 @@ impl BackendFactory for Embedded {
 
     async fn connect(
         &self,
-        _url: &str,
+        _endpoint: &courier_broker::tls::Endpoint,
         _options: &EmbeddedOptions,
     ) -> Result<Arc<dyn Backend>, BrokerError> {
         Ok(Arc::new(self.broker().clone()))

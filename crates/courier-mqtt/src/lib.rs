@@ -44,11 +44,11 @@ impl courier_broker::factory::BackendFactory for Mqtt {
 
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &courier_broker::tls::Endpoint,
         options: &MqttOptions,
     ) -> Result<std::sync::Arc<dyn Backend>, BrokerError> {
         Ok(std::sync::Arc::new(
-            MqttBackend::connect(url, options).await?,
+            MqttBackend::connect_to(endpoint, options).await?,
         ))
     }
 }
@@ -69,7 +69,16 @@ pub struct MqttBackend {
 impl MqttBackend {
     /// Connects to `url` (`mqtt://host:port`).
     pub async fn connect(url: &str, options: &MqttOptions) -> Result<Self, BrokerError> {
-        let options = options.at(url)?;
+        Self::connect_to(&courier_broker::tls::Endpoint::plain(url), options).await
+    }
+
+    /// Connects to `endpoint`: like [`MqttBackend::connect`], over TLS when
+    /// the endpoint has TLS settings or an `mqtts://` url.
+    pub async fn connect_to(
+        endpoint: &courier_broker::tls::Endpoint,
+        options: &MqttOptions,
+    ) -> Result<Self, BrokerError> {
+        let options = options.at_endpoint(endpoint)?;
         let publisher = publisher::Publisher::connect(&options).await?;
         Ok(Self { options, publisher })
     }

@@ -4,6 +4,7 @@
 use courier_broker::BrokerError;
 use courier_broker::factory::ConnectTimeout;
 use courier_broker::secret::Credentials;
+use courier_broker::tls::{ClientTls, Endpoint};
 use rumqttc::v5::mqttbytes::QoS;
 use serde::{Deserialize, Deserializer};
 
@@ -21,6 +22,9 @@ pub struct MqttOptions {
     /// User name and password (from the url's `user:password@`).
     #[serde(skip)]
     pub credentials: Option<Credentials>,
+    /// TLS settings (from the client's `tls` or an `mqtts://` url).
+    #[serde(skip)]
+    pub tls: Option<ClientTls>,
     /// QoS of publishing and of subscriptions: 0, 1 or 2 (default 1).
     #[serde(deserialize_with = "qos")]
     pub qos: QoS,
@@ -37,6 +41,7 @@ impl Default for MqttOptions {
             host: String::new(),
             port: 1883,
             credentials: None,
+            tls: None,
             qos: QoS::AtLeastOnce,
             client_id: "courier".into(),
             connect_timeout: ConnectTimeout::default(),
@@ -76,14 +81,26 @@ impl MqttOptions {
     /// These options with the broker's address taken from `url`
     /// (`mqtt://host:port`, or `mqtt://user:password@host:port`).
     pub fn at(&self, url: &str) -> Result<Self, BrokerError> {
-        let (url, credentials) = courier_broker::secret::credentials(url)?;
+        self.at_endpoint(&Endpoint::plain(url))
+    }
+
+    /// These options with the broker's address and TLS settings taken from
+    /// `endpoint` (`mqtts://host:port` turns TLS on; its default port is
+    /// 8883).
+    pub fn at_endpoint(&self, endpoint: &Endpoint) -> Result<Self, BrokerError> {
+        let tls = endpoint.tls("mqtts")?;
+        let (url, credentials) = courier_broker::secret::credentials(&endpoint.url)?;
         let url = url.as_str();
         let rest = url
             .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("mqtts://"))
             .or_else(|| url.strip_prefix("tcp://"))
             .ok_or_else(|| {
-                BrokerError::invalid(format!("mqtt url `{url}`: expected mqtt://host:port"))
+                BrokerError::invalid(format!(
+                    "mqtt url `{url}`: expected mqtt://host:port or mqtts://host:port"
+                ))
             })?;
+        let default_port = if tls.is_some() { 8883 } else { 1883 };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
@@ -92,12 +109,13 @@ impl MqttOptions {
                     BrokerError::invalid(format!("mqtt url `{url}`: bad port `{p}`"))
                 })?,
             ),
-            None => (rest.to_string(), 1883),
+            None => (rest.to_string(), default_port),
         };
         Ok(Self {
             host,
             port,
             credentials,
+            tls,
             ..self.clone()
         })
     }

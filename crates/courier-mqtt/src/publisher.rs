@@ -91,6 +91,11 @@ pub(crate) fn mqtt_options(options: &MqttOptions, id: String) -> rumqttc::v5::Mq
         let password = c.password.as_ref().map_or("", |p| p.expose());
         o.set_credentials(c.user.clone(), password.to_string());
     }
+    if let Some(tls) = &options.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.config()),
+        ));
+    }
     o
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use courier_broker::reconnect::{Link, backoff};
 use courier_broker::secret::{Credentials, redact_url};
+use courier_broker::tls::Endpoint;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
 pub use options::{NatsExtensions, NatsOptions};
@@ -59,10 +60,10 @@ impl courier_broker::factory::BackendFactory for Nats {
 
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &NatsOptions,
     ) -> Result<Arc<dyn Backend>, BrokerError> {
-        Ok(Arc::new(NatsBackend::connect(url, options).await?))
+        Ok(Arc::new(NatsBackend::connect_to(endpoint, options).await?))
     }
 }
 
@@ -106,22 +107,59 @@ impl NatsBackend {
     /// Credentials in the url are used, never shown: `nats://user:password@…`
     /// for a user, `nats://token@…` for a token.
     pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
+        Self::connect_to(&Endpoint::plain(url), options).await
+    }
+
+    /// Connects to `endpoint`: like [`NatsBackend::connect`], over TLS when
+    /// the endpoint has TLS settings or a `tls://` url, and with the NKey
+    /// seed or `.creds` file the options name.
+    pub async fn connect_to(
+        endpoint: &Endpoint,
+        options: &NatsOptions,
+    ) -> Result<Self, BrokerError> {
+        let url = endpoint.url.as_str();
         let shown = redact_url(url);
         let (address, credentials) = courier_broker::secret::credentials(url)?;
         let link = Arc::new(Link::new(KIND, shown.clone()));
-        let auth = match credentials {
-            Some(Credentials {
-                user,
-                password: Some(password),
-            }) => async_nats::ConnectOptions::with_user_and_password(
-                user,
-                password.expose().to_string(),
-            ),
-            Some(Credentials {
-                user: token,
-                password: None,
-            }) => async_nats::ConnectOptions::with_token(token),
-            None => async_nats::ConnectOptions::new(),
+        let auth = match (credentials, options.auth()?) {
+            (Some(_), Some(_)) => {
+                return Err(BrokerError::invalid(format!(
+                    "nats: `{shown}` holds credentials and the options name an NKey or a .creds file: give one"
+                )));
+            }
+            (None, Some(options::Auth::Nkey(seed))) => {
+                async_nats::ConnectOptions::with_nkey(seed.expose().to_string())
+            }
+            (None, Some(options::Auth::CredsFile(path))) => {
+                async_nats::ConnectOptions::with_credentials_file(&path)
+                    .await
+                    .map_err(|e| {
+                        BrokerError::invalid(format!(
+                            "nats option `creds-file`: `{}`: {e}",
+                            path.display()
+                        ))
+                    })?
+            }
+            (credentials, None) => match credentials {
+                Some(Credentials {
+                    user,
+                    password: Some(password),
+                }) => async_nats::ConnectOptions::with_user_and_password(
+                    user,
+                    password.expose().to_string(),
+                ),
+                Some(Credentials {
+                    user: token,
+                    password: None,
+                }) => async_nats::ConnectOptions::with_token(token),
+                None => async_nats::ConnectOptions::new(),
+            },
+        };
+        let auth = match endpoint.tls("tls")? {
+            Some(tls) => auth
+                .require_tls(true)
+                .tls_client_config((*tls.config()).clone()),
+            None => auth,
         };
         let connect = auth
             .connection_timeout(options.connect_timeout.get())

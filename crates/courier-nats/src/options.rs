@@ -2,9 +2,11 @@
 //! subscription extensions it understands, as typed `serde` structs.
 
 use std::num::NonZeroI64;
+use std::path::PathBuf;
 
 use courier_broker::BrokerError;
 use courier_broker::factory::ConnectTimeout;
+use courier_broker::secret::Secret;
 use serde::{Deserialize, Deserializer};
 
 /// Where JetStream keeps a stream.
@@ -35,6 +37,21 @@ pub struct NatsOptions {
     /// Deadline of the first connection and of each request.
     #[serde(rename = "connect-timeout-ms")]
     pub connect_timeout: ConnectTimeout,
+    /// A `.creds` file (a user JWT and its NKey seed) to authenticate with.
+    pub creds_file: Option<PathBuf>,
+    /// A file holding the NKey seed (`SU…`) to authenticate with.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// The environment variable holding the NKey seed.
+    pub nkey_seed_env: Option<String>,
+}
+
+/// How a client authenticates, besides credentials in its url.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// An NKey seed, read from its file or variable.
+    Nkey(Secret),
+    /// A `.creds` file, read by the client library when it connects.
+    CredsFile(PathBuf),
 }
 
 /// JetStream settings of a client.
@@ -65,6 +82,16 @@ impl NatsOptions {
                 )));
             }
         }
+        let auths = [
+            self.creds_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.nkey_seed_env.is_some(),
+        ];
+        if auths.iter().filter(|on| **on).count() > 1 {
+            return Err(BrokerError::invalid(
+                "nats options `creds-file`, `nkey-seed-file` and `nkey-seed-env`: give one",
+            ));
+        }
         if let Some(stream) = &self.stream
             && (stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']))
         {
@@ -73,6 +100,43 @@ impl NatsOptions {
             )));
         }
         Ok(())
+    }
+
+    /// The NKey seed or `.creds` file to authenticate with, if any; the seed
+    /// is read from its file or variable now. Errors name the option, never
+    /// the seed.
+    pub fn auth(&self) -> Result<Option<Auth>, BrokerError> {
+        let seed = |text: String, from: String| {
+            let seed = text.trim().to_string();
+            if seed.starts_with('S') && seed.len() > 10 && !seed.contains(char::is_whitespace) {
+                Ok(Some(Auth::Nkey(Secret::new(seed))))
+            } else {
+                Err(BrokerError::invalid(format!(
+                    "nats: {from} does not hold an NKey seed (one line starting with `S`)"
+                )))
+            }
+        };
+        if let Some(path) = &self.creds_file {
+            return Ok(Some(Auth::CredsFile(path.clone())));
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                BrokerError::invalid(format!(
+                    "nats option `nkey-seed-file`: cannot read `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+            return seed(text, format!("`{}`", path.display()));
+        }
+        if let Some(var) = &self.nkey_seed_env {
+            let text = std::env::var(var).map_err(|_| {
+                BrokerError::invalid(format!(
+                    "nats option `nkey-seed-env`: the environment variable `{var}` is not set"
+                ))
+            })?;
+            return seed(text, format!("the environment variable `{var}`"));
+        }
+        Ok(None)
     }
 
     /// The JetStream settings, when `jetstream = true`.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use courier_broker::reconnect::Link;
+use courier_broker::tls::{ClientTls, Endpoint};
 use courier_broker::{
     Backend, BrokerError, ErrorKind, Features, Message, Subscription, SubscriptionSpec,
 };
@@ -64,12 +65,22 @@ impl courier_broker::factory::BackendFactory for Redis {
         }
     }
 
+    fn check_tls(tls: &ClientTls) -> Result<(), BrokerError> {
+        if tls.server_name().is_some() {
+            return Err(BrokerError::unsupported(
+                KIND,
+                "tls `server-name`: the Redis client verifies the url's host name; connect by a name the certificate holds",
+            ));
+        }
+        Ok(())
+    }
+
     async fn connect(
         &self,
-        url: &str,
+        endpoint: &Endpoint,
         options: &RedisOptions,
     ) -> Result<Arc<dyn Backend>, BrokerError> {
-        Ok(Arc::new(RedisBackend::connect(url, options).await?))
+        Ok(Arc::new(RedisBackend::connect_to(endpoint, options).await?))
     }
 }
 
@@ -105,10 +116,18 @@ impl RedisBackend {
     /// an ACL user or `:password@` for the default one; the credentials are
     /// never shown).
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self, BrokerError> {
+        Self::connect_to(&Endpoint::plain(url), options).await
+    }
+
+    /// Connects to `endpoint`: like [`RedisBackend::connect`], over TLS when
+    /// the endpoint has TLS settings or a `rediss://` url.
+    pub async fn connect_to(
+        endpoint: &Endpoint,
+        options: &RedisOptions,
+    ) -> Result<Self, BrokerError> {
         let options = options.clone();
-        let shown = courier_broker::secret::redact_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::invalid(format!("redis url `{shown}`")).with_source(e))?;
+        let shown = courier_broker::secret::redact_url(&endpoint.url);
+        let client = client(endpoint)?;
         let conn = manager(&client, &options).await?;
         Ok(Self {
             client,
@@ -117,6 +136,39 @@ impl RedisBackend {
             link: Arc::new(Link::new(KIND, format!("{shown} (publisher)"))),
         })
     }
+}
+
+/// The client of `endpoint`: over TLS (`rediss://`) with the configured
+/// certificate authorities and client certificate, when it speaks TLS.
+fn client(endpoint: &Endpoint) -> Result<redis::Client, BrokerError> {
+    let refused = |e: redis::RedisError| {
+        let shown = courier_broker::secret::redact_url(&endpoint.url);
+        BrokerError::invalid(format!("redis url `{shown}`")).with_source(e)
+    };
+    let Some(tls) = endpoint.tls("rediss")? else {
+        return redis::Client::open(endpoint.url.as_str()).map_err(refused);
+    };
+    <Redis as courier_broker::factory::BackendFactory>::check_tls(&tls)?;
+    let mut url = match endpoint.url.split_once("://") {
+        Some((_, rest)) => format!("rediss://{rest}"),
+        None => endpoint.url.clone(),
+    };
+    if tls.insecure() {
+        url = format!("{}#insecure", url.split('#').next().unwrap_or_default());
+    }
+    if tls.ca_pem().is_none() && tls.identity_pem().is_none() {
+        return redis::Client::open(url).map_err(refused);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: tls
+            .identity_pem()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.to_vec(),
+                client_key: key.to_vec(),
+            }),
+        root_cert: tls.ca_pem().map(<[u8]>::to_vec),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(refused)
 }
 
 /// A reconnecting connection, for commands that may block up to `BLOCK_MS`.

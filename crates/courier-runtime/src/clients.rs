@@ -85,8 +85,18 @@ impl ClientPool {
                     .registry
                     .get(config.backend)
                     .ok_or_else(|| no_backend(config.backend))?;
-                let url = config.url.as_deref().unwrap_or_default();
-                let backend = factory.connect(url, &config.options).await?;
+                let endpoint = config.endpoint();
+                if endpoint.tls.as_ref().is_some_and(|t| t.insecure()) {
+                    tracing::warn!(
+                        client = name,
+                        "TLS certificate verification is OFF (tls.insecure-skip-verify = true): \
+                         the connection is encrypted but anyone on the path can pose as the broker"
+                    );
+                }
+                let backend = factory
+                    .connect(&endpoint, &config.options)
+                    .await
+                    .map_err(|e| e.context(format_args!("client `{name}`")))?;
                 tracing::info!(client = name, backend = backend.kind(), "connected");
                 Ok::<_, BrokerError>(backend)
             })

@@ -8,40 +8,15 @@
 //! Mosquitto (a password file, no anonymous clients) run as private brokers;
 //! on the shared RabbitMQ the test adds a user of its own with `rabbitmqctl`.
 
-use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use courier_broker::{ErrorKind, Message};
 use courier_runtime::{Config, Runtime};
+use courier_test_support::logs::{self, logged};
 use courier_test_support::messages::{next, text, watch};
 use courier_test_support::private::PrivateBroker;
 use courier_test_support::{Broker, Need, Trials, guests, unique};
-
-/// What every test logged, to look for passwords in.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(Default::default)
-}
-
-/// A writer into [`log`].
-struct Captured;
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        log().lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Everything logged so far, as text.
-fn logged() -> String {
-    String::from_utf8_lossy(&log().lock().unwrap()).into_owned()
-}
 
 /// The config of an `uppercase` guest whose default client is `backend`,
 /// with its url read from the environment variable `var`.
@@ -123,6 +98,75 @@ async fn credentials_are_used_and_never_shown(
     );
 }
 
+/// NATS with an NKey: the seed, read from `nkey-seed-env`, passes a message
+/// through a guest; another key's seed is refused as a connection error
+/// within the timeout; no seed reaches an error or the log. A `.creds`
+/// file that cannot be read is refused naming the option.
+async fn nats_nkeys_are_used_and_never_shown() {
+    let ns = unique("nkey");
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let broker = PrivateBroker::start_nkey(&user.public_key());
+    let config = |options: &str| {
+        let text = guests::fill(&format!(
+            r#"
+            clients.default = {{ backend = "nats", url = "{}", timeout-ms = 3000, options = {{ connect-timeout-ms = 3000, {options} }} }}
+            [guests.up]
+            component = "{{uppercase}}"
+            subscribe = ["{ns}.in"]
+            allow-publish = ["{ns}.>"]
+            env = {{ OUT = "{ns}.out" }}
+            "#,
+            broker.url_as("x", "y").replacen("x:y@", "", 1)
+        ));
+        Runtime::new(Config::from_toml(&text).unwrap()).unwrap()
+    };
+    let var = "COURIER_TEST_NKEY_SEED";
+    // SAFETY: this variable is this test's own; nothing else reads it.
+    unsafe { std::env::set_var(var, &seed) };
+    let runtime = config(&format!(r#"nkey-seed-env = "{var}""#));
+    let client = runtime
+        .clients()
+        .get("default")
+        .await
+        .expect("the right seed connects");
+    runtime.start().await.expect("the guest starts");
+    let mut out = watch(client.as_ref(), &format!("{ns}.out")).await;
+    client
+        .publish(vec![Message::new(format!("{ns}.in"), "signed")])
+        .await
+        .unwrap();
+    assert_eq!(text(&next(&mut out).await), "SIGNED");
+    runtime.stop().await;
+
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    // SAFETY: as above.
+    unsafe { std::env::set_var(var, &other) };
+    let runtime = config(&format!(r#"nkey-seed-env = "{var}""#));
+    let started = Instant::now();
+    let err = match runtime.clients().get("default").await {
+        Ok(_) => panic!("another key's seed connected"),
+        Err(e) => e,
+    };
+    assert!(started.elapsed() < Duration::from_secs(6), "refused late");
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    assert!(err.to_string().contains("authorization"), "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(&seed) && !shown.contains(&other), "{shown}");
+
+    let runtime = config(r#"creds-file = "/nonexistent/user.creds""#);
+    let err = match runtime.clients().get("default").await {
+        Ok(_) => panic!("connected without its creds file"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("`creds-file`"), "{err}");
+    let log = logged();
+    assert!(
+        !log.contains(&seed) && !log.contains(&other),
+        "a seed in the log"
+    );
+}
+
 /// Makes `user` a user of the shared RabbitMQ with `password` and every
 /// permission on the default virtual host.
 fn rabbitmq_user(user: &str, password: &str) {
@@ -142,11 +186,7 @@ fn rabbitmq_user(user: &str, password: &str) {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter("debug,wasmtime=warn,cranelift=warn")
-        .with_writer(|| Captured)
-        .with_ansi(false)
-        .init();
+    logs::capture();
     let mut trials = Trials::new();
     trials.tokio("nats", &[Need::Installed(Broker::Nats)], || async {
         let b = PrivateBroker::start_authenticated(Broker::Nats, "courier", "nats-pw-7Qx");
@@ -157,6 +197,11 @@ fn main() -> ExitCode {
         )
         .await;
     });
+    trials.tokio(
+        "nats_nkey",
+        &[Need::Installed(Broker::Nats)],
+        nats_nkeys_are_used_and_never_shown,
+    );
     trials.tokio("redis", &[Need::Installed(Broker::Redis)], || async {
         let b = PrivateBroker::start_authenticated(Broker::Redis, "courier", "redis-pw-3Kd");
         credentials_are_used_and_never_shown(

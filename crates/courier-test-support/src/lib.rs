@@ -2,7 +2,9 @@
 //!
 //! - [`brokers`]: the shared brokers on loopback (NATS, Redis, RabbitMQ,
 //!   Mosquitto), their ports (`COURIER_TEST_*_PORT`), URLs and client TOML.
-//! - [`private`]: broker processes of a test's own, to kill and restart.
+//! - [`private`]: broker processes of a test's own, to kill and restart,
+//!   with TLS listeners and users when a test asks ([`certs`] makes their
+//!   certificates).
 //! - [`trials`]: a test harness (on `libtest-mimic`) whose tests say what
 //!   they need: a test whose broker is absent is reported *ignored* with the
 //!   reason, and fails when `CI=true`.
@@ -11,11 +13,14 @@
 //!   process's output line.
 //! - [`messages`], [`guests`]: reading subscriptions, and the guest
 //!   components built by the `test-programs` crate.
+//! - [`logs`]: the binary's log kept in memory, to look for secrets in.
 
 #![deny(missing_docs)]
 
 pub mod brokers;
+pub mod certs;
 pub mod guests;
+pub mod logs;
 pub mod messages;
 pub mod names;
 pub mod net;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::brokers::{Broker, find_program};
+use crate::certs::Certs;
 use crate::net::{accepting, free_port};
 use crate::wait::eventually;
 
@@ -43,6 +44,10 @@ pub struct PrivateBroker {
     child: Option<Child>,
     /// The only user the broker lets in, when it requires one.
     auth: Option<(String, String)>,
+    /// Its certificates, when it listens with TLS only.
+    tls: Option<Certs>,
+    /// A nats-server configuration file to start with.
+    nats_conf: Option<PathBuf>,
     /// Times the broker was stopped or killed while running.
     pub faults: u32,
 }
@@ -67,15 +72,69 @@ impl PrivateBroker {
         Self::start_as(kind, Some((user.to_string(), password.to_string())))
     }
 
+    /// A broker that speaks TLS only, with a server certificate for
+    /// `localhost` and `127.0.0.1` signed by [`PrivateBroker::certs`]' own
+    /// authority, and lets in `user` with `password` (on RabbitMQ, a user
+    /// added with `rabbitmqctl`, beside `guest`). NATS also requires a
+    /// client certificate (mutual TLS) signed by that authority.
+    pub fn start_tls(kind: Broker, user: &str, password: &str) -> Self {
+        let auth = Some((user.to_string(), password.to_string()));
+        Self::start_with(kind, auth, Some(Certs::generate()))
+    }
+
+    /// The certificates of a broker started with [`PrivateBroker::start_tls`].
+    pub fn certs(&self) -> &Certs {
+        self.tls.as_ref().expect("a broker started with TLS")
+    }
+
     /// The broker's url with `user:password@`, as a client configuration
     /// would give it.
     pub fn url_as(&self, user: &str, password: &str) -> String {
         self.kind
             .url_at(self.port)
+            .replacen("guest:guest@", "", 1)
             .replacen("://", &format!("://{user}:{password}@"), 1)
     }
 
+    /// A nats-server that lets in only the holder of the NKey whose public
+    /// key (`U…`) is `public`.
+    pub fn start_nkey(public: &str) -> Self {
+        let mut broker = Self::new(Broker::Nats, None, None);
+        let conf = broker.dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!("authorization {{ users = [ {{ nkey: \"{public}\" }} ] }}\n"),
+        )
+        .expect("nats.conf");
+        broker.nats_conf = Some(conf);
+        broker.boot()
+    }
+
+    /// Like [`PrivateBroker::url_as`], with the backend's TLS scheme
+    /// (`tls://`, `rediss://`, `amqps://`, `mqtts://`).
+    pub fn tls_url_as(&self, user: &str, password: &str) -> String {
+        let url = self.url_as(user, password);
+        let (scheme, rest) = url.split_once("://").expect("a url");
+        let tls = match scheme {
+            "nats" => "tls",
+            "redis" => "rediss",
+            "amqp" => "amqps",
+            "mqtt" => "mqtts",
+            other => panic!("no TLS scheme for {other}"),
+        };
+        format!("{tls}://{rest}")
+    }
+
     fn start_as(kind: Broker, auth: Option<(String, String)>) -> Self {
+        Self::start_with(kind, auth, None)
+    }
+
+    fn start_with(kind: Broker, auth: Option<(String, String)>, tls: Option<Certs>) -> Self {
+        Self::new(kind, auth, tls).boot()
+    }
+
+    /// A broker of `kind`, not started yet.
+    fn new(kind: Broker, auth: Option<(String, String)>, tls: Option<Certs>) -> Self {
         let program = kind.program().unwrap_or_else(|why| panic!("{why}"));
         let dir = tempfile::Builder::new()
             .prefix("courier-faults-")
@@ -86,7 +145,7 @@ impl PrivateBroker {
             std::process::id(),
             NODES.fetch_add(1, Ordering::Relaxed)
         );
-        let mut broker = Self {
+        Self {
             kind,
             program,
             port: free_port(),
@@ -94,11 +153,39 @@ impl PrivateBroker {
             node,
             child: None,
             auth,
+            tls,
+            nats_conf: None,
             faults: 0,
-        };
-        broker.prepare();
-        broker.launch();
-        broker
+        }
+    }
+
+    /// Writes its configuration, starts it, and adds its user where that
+    /// takes a command (RabbitMQ).
+    fn boot(mut self) -> Self {
+        self.prepare();
+        self.launch();
+        if self.kind == Broker::RabbitMq
+            && let Some((user, password)) = self.auth.clone()
+        {
+            self.rabbitmqctl(&["add_user", &user, &password]);
+            self.rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+        }
+        self
+    }
+
+    /// Runs `rabbitmqctl` on this broker's node; panics when it fails.
+    fn rabbitmqctl(&self, args: &[&str]) {
+        let out = Command::new(rabbitmqctl())
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {}: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The port clients connect to.
@@ -141,13 +228,34 @@ impl PrivateBroker {
                     assert!(made.success(), "mosquitto_passwd failed");
                     conf.push_str(&format!("password_file {}\n", file.display()));
                 }
+                if let Some(certs) = &self.tls {
+                    conf.push_str(&format!(
+                        "cafile {}\ncertfile {}\nkeyfile {}\n",
+                        certs.ca().display(),
+                        certs.server_cert().display(),
+                        certs.server_key().display()
+                    ));
+                }
                 std::fs::write(self.dir.path().join("mosquitto.conf"), conf).expect("conf");
             }
             Broker::RabbitMq => {
-                let conf = format!(
-                    "listeners.tcp.local = 127.0.0.1:{}\nloopback_users = none\n",
-                    self.port
-                );
+                let conf = match &self.tls {
+                    None => format!(
+                        "listeners.tcp.local = 127.0.0.1:{}\nloopback_users = none\n",
+                        self.port
+                    ),
+                    Some(certs) => format!(
+                        "listeners.tcp = none\nlisteners.ssl.local = 127.0.0.1:{}\n\
+                         loopback_users = none\nssl_options.cacertfile = {}\n\
+                         ssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                         ssl_options.verify = verify_none\n\
+                         ssl_options.fail_if_no_peer_cert = false\n",
+                        self.port,
+                        certs.ca().display(),
+                        certs.server_cert().display(),
+                        certs.server_key().display()
+                    ),
+                };
                 std::fs::write(self.dir.path().join("rabbitmq.conf"), conf).expect("conf");
                 std::fs::write(self.dir.path().join("enabled_plugins"), "[].\n").expect("plugins");
                 // The packaged wrapper runs the node as the `rabbitmq` user.
@@ -177,13 +285,39 @@ impl PrivateBroker {
                 if let Some((user, password)) = &self.auth {
                     cmd.args(["--user", user, "--pass", password]);
                 }
+                if let Some(conf) = &self.nats_conf {
+                    cmd.arg("-c").arg(conf);
+                }
+                if let Some(certs) = &self.tls {
+                    cmd.arg("--tlsverify")
+                        .arg("--tlscert")
+                        .arg(certs.server_cert())
+                        .arg("--tlskey")
+                        .arg(certs.server_key())
+                        .arg("--tlscacert")
+                        .arg(certs.ca());
+                }
             }
             Broker::Redis => {
+                let port = self.port.to_string();
+                let (plain, tls) = match &self.tls {
+                    Some(_) => ("0", port.as_str()),
+                    None => (port.as_str(), "0"),
+                };
+                if let Some(certs) = &self.tls {
+                    cmd.args(["--tls-port", tls, "--tls-auth-clients", "no"])
+                        .arg("--tls-cert-file")
+                        .arg(certs.server_cert())
+                        .arg("--tls-key-file")
+                        .arg(certs.server_key())
+                        .arg("--tls-ca-cert-file")
+                        .arg(certs.ca());
+                }
                 cmd.args([
                     "--bind",
                     "127.0.0.1",
                     "--port",
-                    &self.port.to_string(),
+                    plain,
                     "--appendonly",
                     "yes",
                     "--appendfsync",
@@ -284,9 +418,7 @@ impl PrivateBroker {
     /// `rabbitmqctl stop` for RabbitMQ), waiting until it has exited.
     pub fn stop(&mut self) {
         if self.kind == Broker::RabbitMq {
-            let ctl = std::env::var("COURIER_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
-            let ctl = find_program(&ctl).unwrap_or_else(|| PathBuf::from(ctl));
-            let stopped = Command::new(ctl)
+            let stopped = Command::new(rabbitmqctl())
                 .args(["-n", &self.node, "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -351,6 +483,12 @@ impl PrivateBroker {
             })
             .collect()
     }
+}
+
+/// The `rabbitmqctl` program (`COURIER_RABBITMQCTL` overrides it).
+fn rabbitmqctl() -> PathBuf {
+    let ctl = std::env::var("COURIER_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    find_program(&ctl).unwrap_or_else(|| PathBuf::from(ctl))
 }
 
 impl Drop for PrivateBroker {
