@@ -82,6 +82,54 @@ async fn round_trip(broker: Broker, attempt: Attempt<'_>) {
     runtime.stop().await;
 }
 
+/// Messages pass through the guest before and after the broker restarts:
+/// the client reconnects over TLS with its credentials (and logs the loss
+/// and the recovery, without the password).
+async fn through_a_restart(b: &mut PrivateBroker, attempt: Attempt<'_>) {
+    let broker = b.kind();
+    let ns = unique("tls");
+    let runtime = runtime(broker, &attempt, &ns);
+    let client = runtime.clients().get("default").await.unwrap();
+    runtime.start().await.expect("the guest starts");
+    let mut out = watch(client.as_ref(), &format!("{ns}.out")).await;
+    client
+        .publish(vec![Message::new(format!("{ns}.in"), "before")])
+        .await
+        .unwrap();
+    assert_eq!(text(&next(&mut out).await), "BEFORE");
+    b.stop();
+    b.restart();
+    // Until the guest's subscription and the test's are back, a message may
+    // go nowhere (pub/sub): send one each 200 ms until one comes through.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let through = loop {
+        assert!(
+            Instant::now() < deadline,
+            "{broker:?}: nothing came through within a minute of the restart"
+        );
+        let _ = client
+            .publish(vec![Message::new(format!("{ns}.in"), "after")])
+            .await;
+        match tokio::time::timeout(Duration::from_millis(200), out.next()).await {
+            Ok(Some(Ok(delivery))) => break delivery,
+            // Reported while the subscription reconnects.
+            Ok(Some(Err(_))) | Err(_) => continue,
+            Ok(None) => panic!("{broker:?}: the subscription ended"),
+        }
+    };
+    assert_eq!(text(&through.message), "AFTER");
+    through.acker.ack().await.unwrap();
+    // The loss was logged (and the log is searched for passwords later).
+    let backend = format!("\"{}\"", broker.backend());
+    assert!(
+        logged()
+            .lines()
+            .any(|l| l.contains("broker connection lost") && l.contains(&backend)),
+        "{broker:?}: the restart was not logged"
+    );
+    runtime.stop().await;
+}
+
 /// The attempt fails as a connection error within the timeout, its text
 /// (with its causes) containing one of `causes`.
 async fn refused(broker: Broker, attempt: Attempt<'_>, causes: &[&str]) -> String {
@@ -142,13 +190,14 @@ fn file(path: &Path) -> String {
 /// `server-name`.
 async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: bool) {
     let user = "courier";
-    let b = PrivateBroker::start_tls(broker, user, password);
-    let certs = b.certs();
+    let mut b = PrivateBroker::start_tls(broker, user, password);
+    let (ca, other_ca) = (b.certs().ca(), b.certs().other_ca());
+    let (client_cert, client_key) = (b.certs().client_cert(), b.certs().client_key());
     let identity = if mutual {
         format!(
             r#", cert-file = "{}", key-file = "{}""#,
-            file(&certs.client_cert()),
-            file(&certs.client_key())
+            file(&client_cert),
+            file(&client_key)
         )
     } else {
         String::new()
@@ -160,8 +209,17 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
         broker,
         Attempt {
             url: good.clone(),
-            tls: Some(trusting(&certs.ca())),
+            tls: Some(trusting(&ca)),
             what: "the right password over TLS",
+        },
+    )
+    .await;
+    through_a_restart(
+        &mut b,
+        Attempt {
+            url: good.clone(),
+            tls: Some(trusting(&ca)),
+            what: "a broker restart",
         },
     )
     .await;
@@ -170,7 +228,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
         broker,
         Attempt {
             url: b.url_as(user, password),
-            tls: Some(trusting(&certs.ca())),
+            tls: Some(trusting(&ca)),
             what: "a plain scheme with a tls table",
         },
     )
@@ -181,7 +239,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
         broker,
         Attempt {
             url: b.tls_url_as(user, &wrong),
-            tls: Some(trusting(&certs.ca())),
+            tls: Some(trusting(&ca)),
             what: "a wrong password",
         },
         &[
@@ -203,7 +261,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
         broker,
         Attempt {
             url: good.clone(),
-            tls: Some(trusting(&certs.other_ca())),
+            tls: Some(trusting(&other_ca)),
             what: "an untrusted authority",
         },
         &["certificate", "unknownissuer", "unknown issuer"],
@@ -216,7 +274,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
                 url: good.clone(),
                 tls: Some(format!(
                     r#"{}, server-name = "broker.elsewhere.example""#,
-                    trusting(&certs.ca())
+                    trusting(&ca)
                 )),
                 what: "a server name the certificate does not hold",
             },
@@ -227,10 +285,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
             broker,
             Attempt {
                 url: good.clone(),
-                tls: Some(format!(
-                    r#"{}, server-name = "localhost""#,
-                    trusting(&certs.ca())
-                )),
+                tls: Some(format!(r#"{}, server-name = "localhost""#, trusting(&ca))),
                 what: "a server name the certificate holds",
             },
         )
@@ -265,7 +320,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
             broker,
             Attempt {
                 url: good.clone(),
-                tls: Some(format!(r#"ca-file = "{}""#, file(&certs.ca()))),
+                tls: Some(format!(r#"ca-file = "{}""#, file(&ca))),
                 what: "no client certificate where one is required",
             },
             &["certificate", "tls", "closed", "reset", "eof", "handshake"],
@@ -278,7 +333,7 @@ async fn every_case(broker: Broker, password: &str, mutual: bool, server_name: b
             url: good,
             tls: Some(format!(
                 r#"ca-file = "{}", insecure-skip-verify = true{identity}"#,
-                file(&certs.other_ca())
+                file(&other_ca)
             )),
             what: "insecure-skip-verify",
         },

@@ -188,6 +188,11 @@ impl PrivateBroker {
         );
     }
 
+    /// The kind of broker.
+    pub fn kind(&self) -> Broker {
+        self.kind
+    }
+
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
