@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Unsupported,
     /// A delivery was settled twice, or after the broker took it back.
     Settled,
+    /// The broker holds as much as it may: nothing was taken; try again
+    /// later (back-pressure, e.g. a full embedded queue).
+    Busy,
     /// Any other broker failure.
     Other,
 }
@@ -44,6 +47,7 @@ impl ErrorKind {
             Self::Invalid => "invalid",
             Self::Unsupported => "unsupported",
             Self::Settled => "settled",
+            Self::Busy => "busy",
             Self::Other => "other",
         }
     }
@@ -113,6 +117,11 @@ impl BrokerError {
         Self::new(ErrorKind::Settled, message)
     }
 
+    /// `backend` refused work it has no room for; nothing was taken.
+    pub fn busy(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Busy, message).with_backend(backend)
+    }
+
     /// Any other failure.
     pub fn other(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Other, message)
@@ -168,6 +177,8 @@ impl fmt::Display for BrokerError {
             (ErrorKind::Unsupported, Some(b)) => Some(format!("not supported by the {b} backend")),
             (ErrorKind::Unsupported, None) => Some("not supported".into()),
             (ErrorKind::Settled, _) => Some("delivery already settled or expired".into()),
+            (ErrorKind::Busy, Some(b)) => Some(format!("the {b} broker is full")),
+            (ErrorKind::Busy, None) => Some("the broker is full".into()),
             (ErrorKind::Timeout | ErrorKind::Other, _) => None,
         };
         let parts = [

@@ -42,6 +42,10 @@ pub struct HostConfig {
     /// Take instances from wasmtime's pooling allocator (preallocated slots)
     /// rather than mapping fresh memory for each.
     pub pooling: bool,
+    /// Most messages a queue of the embedded broker holds (ready, delayed
+    /// and in flight); past it a publish is refused as busy (`503` with
+    /// `Retry-After` at the HTTP ingress) and nothing of it is queued.
+    pub max_queued_messages: std::num::NonZeroUsize,
 }
 
 impl Default for HostConfig {
@@ -57,6 +61,8 @@ impl Default for HostConfig {
             compile_cache: true,
             cache_dir: None,
             pooling: false,
+            max_queued_messages: std::num::NonZeroUsize::new(courier_embedded::DEFAULT_MAX_QUEUED)
+                .expect("the default is above zero"),
         }
     }
 }

@@ -25,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -45,13 +45,29 @@ pub struct EmbeddedBroker {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
     queues: Mutex<Vec<Arc<Queue>>>,
     next_queue: AtomicU64,
     /// Where group queues are stored, with a data directory.
     store: Option<Arc<Store>>,
+    /// Most messages a queue may hold (ready, delayed and in flight).
+    max_queued: AtomicUsize,
 }
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            queues: Mutex::default(),
+            next_queue: AtomicU64::new(0),
+            store: None,
+            max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
+        }
+    }
+}
+
+/// Most messages a queue holds unless [`EmbeddedBroker::set_max_queued`]
+/// says otherwise.
+pub const DEFAULT_MAX_QUEUED: usize = 100_000;
 
 #[derive(Debug, PartialEq, Eq)]
 enum QueueKey {
@@ -214,10 +230,25 @@ impl EmbeddedBroker {
         Ok(Self {
             shared: Arc::new(Shared {
                 queues: Mutex::new(queues),
-                next_queue: AtomicU64::new(0),
                 store: Some(store),
+                ..Shared::default()
             }),
         })
+    }
+
+    /// Bounds every queue to `max` messages (ready, delayed and in flight):
+    /// a publish that would take a matching queue past it is refused as
+    /// [`busy`](courier_broker::ErrorKind::Busy), and none of its messages
+    /// is queued anywhere. The bound is checked before the messages are
+    /// queued, so concurrent publishers may pass it by a batch each.
+    pub fn set_max_queued(&self, max: usize) {
+        self.shared.max_queued.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Messages held in all queues, whether or not anyone consumes them:
+    /// what a process without a data directory loses when it exits.
+    pub fn held(&self) -> u64 {
+        self.queues().iter().map(|q| lock(q).unsettled()).sum()
     }
 
     /// Waits until every write made so far (settlements included) is stored.
@@ -227,6 +258,33 @@ impl EmbeddedBroker {
             Some(store) => store.commit().await,
             None => Ok(()),
         }
+    }
+
+    /// Refuses `runs` as busy when they would take a queue past its bound.
+    fn check_room(&self, runs: &[(Vec<Arc<Queue>>, Vec<Message>)]) -> Result<(), BrokerError> {
+        let max = self.shared.max_queued.load(Ordering::Relaxed) as u64;
+        let mut adding: Vec<(&Arc<Queue>, u64)> = Vec::new();
+        for (matching, run) in runs {
+            for queue in matching {
+                match adding.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+                    Some((_, n)) => *n += run.len() as u64,
+                    None => adding.push((queue, run.len() as u64)),
+                }
+            }
+        }
+        for (queue, n) in adding {
+            let held = lock(queue).unsettled();
+            if held + n > max {
+                return Err(BrokerError::busy(
+                    "embedded",
+                    format!(
+                        "queue `{}` holds {held} messages, at most {max}: nothing was published; try again later",
+                        queue.pattern
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Queue>>> {
@@ -272,6 +330,7 @@ impl Backend for EmbeddedBroker {
                 runs.push((matching, run));
             }
         }
+        self.check_room(&runs)?;
         // Stored queues first get the messages on disk; only then do they
         // become visible, so nothing is delivered that a crash could lose.
         // Each stored queue of a run gets a block of sequence numbers.
@@ -673,6 +732,33 @@ mod tests {
             e.kind() == ErrorKind::Settled && e.message().contains("not redelivered"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_the_whole_publish_as_busy() {
+        let b = EmbeddedBroker::new();
+        b.set_max_queued(3);
+        let group = |p: &str| SubscriptionSpec::competing(Pattern::parse(p).unwrap(), "g");
+        let mut narrow = b.subscribe(group("jobs.a")).await.unwrap();
+        let mut wide = b.subscribe(group("jobs.*")).await.unwrap();
+        b.publish(vec![
+            Message::new("jobs.b", "b1"),
+            Message::new("jobs.b", "b2"),
+        ])
+        .await
+        .unwrap();
+        // `jobs.*` holds 2: two more `jobs.a` would take it to 4.
+        let two = vec![Message::new("jobs.a", "a1"), Message::new("jobs.a", "a2")];
+        let e = b.publish(two).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        assert!(e.to_string().contains("at most 3"), "{e}");
+        // Nothing of it was queued, not even in the queue with room.
+        assert_eq!(b.held(), 2);
+        // Once a message is settled there is room again.
+        next(&mut wide).await.acker.ack().await.unwrap();
+        b.publish(vec![Message::new("jobs.a", "a3")]).await.unwrap();
+        assert_eq!(&next(&mut narrow).await.message.data[..], b"a3");
+        assert_eq!(b.held(), 3);
     }
 
     #[tokio::test]

@@ -106,6 +106,7 @@ impl Runtime {
                 })?,
             None => EmbeddedBroker::new(),
         };
+        embedded.set_max_queued(config.host.max_queued_messages.get());
         let clients = Arc::new(ClientPool::with_embedded(config.clients.clone(), embedded));
         let activity = Activity::new();
         let mut guests = Vec::new();
