@@ -1,14 +1,21 @@
-//! `[host]`: host-wide settings — the HTTP endpoint, the embedded broker's
-//! storage, the compile cache, progress summaries.
+//! `[host]`: host-wide settings — the HTTP endpoint (and its TLS
+//! certificate), the embedded broker's storage, the compile cache, progress
+//! summaries.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use courier_embedded::SyncPolicy;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use toml::Spanned;
 
+use crate::error::ConfigError;
 use crate::ingress::IngressTokenConfig;
+use crate::locate::line_of;
 
 /// Host-wide settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +24,13 @@ pub struct HostConfig {
     /// Address of the HTTP endpoint (ingress, `/metrics`, `/healthz`). An
     /// address other than loopback needs ingress tokens.
     pub listen: Option<SocketAddr>,
+    /// PEM file with the HTTP endpoint's certificate chain (leaf first);
+    /// with `tls-key-file`, the endpoint serves HTTPS only. Relative to the
+    /// config file.
+    pub tls_cert_file: Option<Spanned<PathBuf>>,
+    /// PEM file with the private key of `tls-cert-file` (PKCS#8, PKCS#1 or
+    /// SEC1). Relative to the config file.
+    pub tls_key_file: Option<Spanned<PathBuf>>,
     /// Bearer tokens of the HTTP ingress, by name; with none, anyone who
     /// can reach the (loopback) address may publish anywhere.
     pub ingress_tokens: BTreeMap<String, IngressTokenConfig>,
@@ -52,6 +66,8 @@ impl Default for HostConfig {
     fn default() -> Self {
         Self {
             listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             ingress_tokens: BTreeMap::new(),
             ingress_client: None,
             max_ingress_bytes: 1 << 20,
@@ -64,5 +80,115 @@ impl Default for HostConfig {
             max_queued_messages: std::num::NonZeroUsize::new(courier_embedded::DEFAULT_MAX_QUEUED)
                 .expect("the default is above zero"),
         }
+    }
+}
+
+/// The HTTP endpoint's certificate chain and private key, read from the PEM
+/// files of `tls-cert-file` and `tls-key-file`. Its `Debug` never shows the
+/// key.
+pub struct TlsIdentity {
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl TlsIdentity {
+    /// The certificate chain, leaf first.
+    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.cert_chain
+    }
+
+    /// A copy of the private key, for the one place that needs it (the TLS
+    /// server's configuration).
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+}
+
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &courier_broker::secret::REDACTED)
+            .finish()
+    }
+}
+
+impl HostConfig {
+    /// Reads `tls-cert-file` and `tls-key-file` (both or neither) relative
+    /// to `base`; `text` is the file, for the lines of errors.
+    pub(crate) fn read_tls(
+        &self,
+        text: &str,
+        base: &Path,
+    ) -> Result<Option<TlsIdentity>, ConfigError> {
+        let at = |key: &str, file: &Spanned<PathBuf>, message: String| ConfigError::Invalid {
+            key: format!("host.{key}"),
+            line: Some(line_of(text, file.span().start)),
+            message,
+        };
+        let (cert_file, key_file) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(cert), None) => {
+                return Err(at(
+                    "tls-cert-file",
+                    cert,
+                    "needs `tls-key-file` too: give both or neither".into(),
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(at(
+                    "tls-key-file",
+                    key,
+                    "needs `tls-cert-file` too: give both or neither".into(),
+                ));
+            }
+        };
+        let read = |key: &str, file: &Spanned<PathBuf>| {
+            let path = base.join(file.get_ref());
+            std::fs::read(&path)
+                .map(|bytes| (path.clone(), bytes))
+                .map_err(|e| at(key, file, format!("cannot read `{}`: {e}", path.display())))
+        };
+        let (path, pem) = read("tls-cert-file", cert_file)?;
+        let cert_chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                at(
+                    "tls-cert-file",
+                    cert_file,
+                    format!("`{}` is not a PEM certificate chain: {e}", path.display()),
+                )
+            })?;
+        if cert_chain.is_empty() {
+            return Err(at(
+                "tls-cert-file",
+                cert_file,
+                format!("`{}` holds no PEM CERTIFICATE", path.display()),
+            ));
+        }
+        let (path, pem) = read("tls-key-file", key_file)?;
+        // The parser's own message is not shown: it may quote the file.
+        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+            at(
+                "tls-key-file",
+                key_file,
+                format!(
+                    "`{}` holds no PEM private key (PRIVATE KEY, RSA PRIVATE KEY \
+                     or EC PRIVATE KEY)",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(Some(TlsIdentity { cert_chain, key }))
     }
 }

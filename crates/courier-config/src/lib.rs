@@ -54,7 +54,7 @@ use serde::Deserialize;
 pub use client::ClientConfig;
 pub use error::ConfigError;
 pub use guest::{AckMode, DeliveryMode, GuestConfig};
-pub use host::HostConfig;
+pub use host::{HostConfig, TlsIdentity};
 
 use error::invalid;
 
@@ -69,6 +69,9 @@ pub struct Config {
     pub guests: BTreeMap<String, GuestConfig>,
     /// The HTTP ingress's bearer tokens, read (`host.ingress-tokens`).
     pub ingress_tokens: BTreeMap<String, ingress::IngressToken>,
+    /// The HTTP endpoint's certificate and key, read (`host.tls-cert-file`,
+    /// `host.tls-key-file`): with them it serves HTTPS.
+    pub tls: Option<TlsIdentity>,
 }
 
 /// The file as written, before the backends read their options.
@@ -85,8 +88,8 @@ struct RawConfig {
 
 impl Config {
     /// Reads and checks a config file with this build's backends; relative
-    /// component paths, `host.data-dir` and `host.cache-dir` are made
-    /// relative to the file's folder.
+    /// component paths, `host.data-dir`, `host.cache-dir` and the TLS files
+    /// are made relative to the file's folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -125,7 +128,8 @@ impl Config {
     }
 
     /// Reads and checks TOML text with the backends of `registry`; a
-    /// client's `url-file` is relative to the current folder.
+    /// client's `url-file` (and every other file named) is relative to the
+    /// current folder.
     pub fn from_toml_with(text: &str, registry: &Registry) -> Result<Self, ConfigError> {
         Self::read(text, registry, Path::new("."))
     }
@@ -138,6 +142,7 @@ impl Config {
         })?;
         let config = Config {
             ingress_tokens: ingress::resolve(&raw.host.ingress_tokens, base)?,
+            tls: raw.host.read_tls(text, base)?,
             host: raw.host,
             clients: client::resolve_all(raw.clients, registry, text, base)?,
             guests: raw.guests,

@@ -312,3 +312,65 @@ fn tls_settings_are_read_and_checked_when_read() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_files_are_read_when_the_config_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // The PEM blocks are read, not yet checked as certificates and keys
+    // (the TLS server does that when it starts).
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAEC\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "no PEM here\n").unwrap();
+    let read = |host: &str| {
+        let file = dir.path().join("courier.toml");
+        std::fs::write(&file, format!("[host]\nsummary-secs = 0\n{host}")).unwrap();
+        Config::from_file(&file)
+    };
+    let c = read("tls-cert-file = \"cert.pem\"\ntls-key-file = \"key.pem\"\n").unwrap();
+    let tls = c.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_chain().len(), 1);
+    assert!(!format!("{c:?}").contains("AAEC"), "{c:?}");
+    assert!(read("").unwrap().tls.is_none());
+    let refused = [
+        (
+            "tls-cert-file = \"cert.pem\"\n",
+            "line 3 `host.tls-cert-file`: needs `tls-key-file` too",
+        ),
+        (
+            "tls-key-file = \"key.pem\"\n",
+            "line 3 `host.tls-key-file`: needs `tls-cert-file` too",
+        ),
+        (
+            "tls-cert-file = \"missing.pem\"\ntls-key-file = \"key.pem\"\n",
+            "line 3 `host.tls-cert-file`: cannot read",
+        ),
+        (
+            "tls-cert-file = \"empty.pem\"\ntls-key-file = \"key.pem\"\n",
+            "line 3 `host.tls-cert-file`: ",
+        ),
+        (
+            "tls-cert-file = \"cert.pem\"\ntls-key-file = \"cert.pem\"\n",
+            "line 4 `host.tls-key-file`: ",
+        ),
+    ];
+    for (host, expected) in refused {
+        let e = read(host).unwrap_err().to_string();
+        assert!(e.contains(expected), "{host:?}: {e}");
+    }
+    let e = read("tls-cert-file = \"empty.pem\"\ntls-key-file = \"key.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no PEM CERTIFICATE"), "{e}");
+    let e = read("tls-cert-file = \"cert.pem\"\ntls-key-file = \"cert.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no PEM private key"), "{e}");
+}
