@@ -2,11 +2,14 @@
 //!
 //! Connections are made once, through the backend registry, and shared by
 //! every guest and instance, so `client.connect` is a lookup after the
-//! first. A failed connection is not kept: the next use tries again. All
-//! `embedded` clients of one host share the one in-process broker.
+//! first. A failed connection is not kept: the next use tries again (the
+//! pool remembers its error, for `/readyz`). All `embedded` clients of one
+//! host share the one in-process broker.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_broker::factory::Registry;
@@ -16,6 +19,8 @@ use courier_wasi_messaging::Connector;
 use tokio::sync::OnceCell;
 
 use crate::config::ClientConfig;
+use crate::readiness::{ClientReadiness, ClientStatus};
+use crate::telemetry::Stamping;
 
 /// A client's connection, made once by whoever needs it first.
 type Slot = Arc<OnceCell<Arc<dyn Backend>>>;
@@ -26,6 +31,12 @@ pub struct ClientPool {
     registry: Registry,
     embedded: EmbeddedBroker,
     connected: Mutex<HashMap<String, Slot>>,
+    /// The error of each client's last failed attempt to connect, until
+    /// one succeeds.
+    failures: Mutex<HashMap<String, String>>,
+    /// Whether connections made from now on stamp what they publish with
+    /// `courier-sent-at` (delivery latency is measured).
+    stamp: AtomicBool,
 }
 
 impl ClientPool {
@@ -48,6 +59,8 @@ impl ClientPool {
             registry,
             embedded,
             connected: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            stamp: AtomicBool::new(false),
         }
     }
 
@@ -93,15 +106,77 @@ impl ClientPool {
                          the connection is encrypted but anyone on the path can pose as the broker"
                     );
                 }
-                let backend = factory
-                    .connect(&endpoint, &config.options)
-                    .await
-                    .map_err(|e| e.context(format_args!("client `{name}`")))?;
+                let backend = match factory.connect(&endpoint, &config.options).await {
+                    Ok(backend) => backend,
+                    Err(e) => {
+                        let e = e.context(format_args!("client `{name}`"));
+                        lock(&self.failures).insert(name.to_string(), e.to_string());
+                        return Err(e);
+                    }
+                };
+                lock(&self.failures).remove(name);
                 tracing::info!(client = name, backend = backend.kind(), "connected");
+                if self.stamp.load(Ordering::SeqCst) {
+                    return Ok(Arc::new(Stamping(backend)) as Arc<dyn Backend>);
+                }
                 Ok::<_, BrokerError>(backend)
             })
             .await?;
         Ok(backend.clone())
+    }
+
+    /// Makes the connections made from now on stamp each message they
+    /// publish with the time (`courier-sent-at`), for the delivery-latency
+    /// histogram ([`crate::telemetry`]). Call it before anything connects.
+    pub fn stamp_sent_at(&self, on: bool) {
+        self.stamp.store(on, Ordering::SeqCst);
+    }
+
+    /// Each configured client: connected, down or unreachable. A client not
+    /// connected yet is tried now — the attempt runs on with its own
+    /// timeout, but the answer waits for it at most `wait`: a client still
+    /// connecting then is reported `connecting`.
+    pub async fn readiness(self: &Arc<Self>, wait: Duration) -> Vec<ClientReadiness> {
+        let each = self.configs.iter().map(|(name, config)| async move {
+            let status = match self.connected_backend(name) {
+                Some(backend) => link_status(backend.kind()),
+                None => self.try_connect(name, wait).await,
+            };
+            ClientReadiness {
+                name: name.clone(),
+                backend: config.backend,
+                status,
+            }
+        });
+        futures::future::join_all(each).await
+    }
+
+    /// Connects client `name` in a task of its own, waiting at most `wait`
+    /// for the outcome.
+    async fn try_connect(self: &Arc<Self>, name: &str, wait: Duration) -> ClientStatus {
+        let pool = self.clone();
+        let client = name.to_string();
+        let attempt = tokio::spawn(async move { pool.get(&client).await });
+        match tokio::time::timeout(wait, attempt).await {
+            Ok(Ok(Ok(backend))) => link_status(backend.kind()),
+            Ok(Ok(Err(e))) => ClientStatus::Unreachable {
+                error: e.to_string(),
+            },
+            Ok(Err(e)) => ClientStatus::Unreachable {
+                error: format!("the connection attempt failed: {e}"),
+            },
+            Err(_) => match lock(&self.failures).get(name) {
+                Some(error) => ClientStatus::Unreachable {
+                    error: error.clone(),
+                },
+                None => ClientStatus::Connecting,
+            },
+        }
+    }
+
+    /// The client's connection, if it has been made.
+    fn connected_backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.lock().get(name).and_then(|cell| cell.get().cloned())
     }
 
     fn client(&self, name: &str) -> Result<&ClientConfig, BrokerError> {
@@ -111,8 +186,24 @@ impl ClientPool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.connected)
     }
+}
+
+/// A connected client's health, as its backend reports it (per kind).
+fn link_status(kind: &'static str) -> ClientStatus {
+    let down = courier_broker::reconnect::stats(kind).down;
+    if down == 0 {
+        ClientStatus::Connected
+    } else {
+        ClientStatus::Down {
+            reason: format!("{down} connection(s) of the {kind} backend are down (reconnecting)"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A client whose backend this build lacks (its configuration was read by

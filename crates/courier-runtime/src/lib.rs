@@ -9,6 +9,8 @@
 //!   `handler` call on it), [`state`] (an instance's store) and [`stats`] (a
 //!   guest's counters), re-exported here.
 //! - [`runtime`]: all guests of a configuration together.
+//! - [`readiness`]: whether every client is connected and every guest runs.
+//! - [`telemetry`]: metric names and buckets, the delivery-latency stamp.
 
 #![deny(missing_docs)]
 
@@ -16,7 +18,9 @@ pub mod clients;
 pub use courier_config as config;
 pub mod dispatcher;
 pub mod engine;
+pub mod readiness;
 pub mod runtime;
+pub mod telemetry;
 
 pub use config::{Config, ConfigError, GuestConfig};
 pub use dispatcher::{GuestRuntime, IdleInstance};

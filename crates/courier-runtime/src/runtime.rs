@@ -18,6 +18,7 @@ use crate::clients::ClientPool;
 use crate::config::{ClientConfig, Config};
 use crate::dispatcher::{Activity, GuestRuntime};
 use crate::engine::{EngineOptions, load_component, new_engine_with};
+use crate::readiness::{GuestReadiness, Readiness};
 use crate::state::GuestState;
 use crate::stats::StatsSnapshot;
 
@@ -183,6 +184,33 @@ impl Runtime {
     /// The client pool.
     pub fn clients(&self) -> &Arc<ClientPool> {
         &self.clients
+    }
+
+    /// Measures end-to-end delivery latency: every publish through the
+    /// client pool stamps the message with `courier-sent-at`
+    /// ([`crate::telemetry`]), for the `courier_delivery_latency_seconds`
+    /// histogram. Call it before [`Runtime::ingress`] and [`Runtime::start`]
+    /// (connections made before do not stamp).
+    pub fn measure_delivery_latency(&self) {
+        self.clients.stamp_sent_at(true);
+    }
+
+    /// Whether every client is connected and every guest runs
+    /// ([`Readiness`]). A client not connected yet is tried, and its answer
+    /// awaited at most `wait` (the attempt itself runs on, with the client's
+    /// own timeout).
+    pub async fn readiness(&self, wait: Duration) -> Readiness {
+        Readiness {
+            clients: self.clients.readiness(wait).await,
+            guests: self
+                .guests
+                .iter()
+                .map(|g| GuestReadiness {
+                    name: g.name().to_string(),
+                    status: g.status(),
+                })
+                .collect(),
+        }
     }
 
     /// The client that ingress (HTTP, `--stdin`) publishes through.

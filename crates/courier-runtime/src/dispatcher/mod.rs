@@ -34,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,6 +46,7 @@ use wasmtime::Engine;
 
 use crate::clients::ClientPool;
 use crate::config::{AckMode, GuestConfig};
+use crate::readiness::GuestStatus;
 use deliveries::Tracker;
 use instance::Instance;
 pub use load::Activity;
@@ -63,6 +65,8 @@ mod settlement;
 pub mod state;
 pub mod stats;
 mod subscriptions;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 /// An idle instance of a guest, made as a worker makes one (benchmarks
@@ -100,6 +104,10 @@ pub struct GuestRuntime {
     /// The instance made at start to prove the guest can run, for the
     /// first worker to use.
     first_instance: std::sync::Mutex<Option<Instance>>,
+    /// Set once the guest has subscribed and its workers run.
+    started: AtomicBool,
+    /// Why the last attempt to make an instance failed, until one succeeds.
+    instantiation_error: std::sync::Mutex<Option<String>>,
 }
 
 impl GuestRuntime {
@@ -132,6 +140,8 @@ impl GuestRuntime {
             workers: std::sync::Mutex::new(Vec::new()),
             closing: std::sync::Mutex::new(Vec::new()),
             first_instance: std::sync::Mutex::new(None),
+            started: AtomicBool::new(false),
+            instantiation_error: std::sync::Mutex::new(None),
         })
     }
 
@@ -220,7 +230,40 @@ impl GuestRuntime {
         if self.config.ack == AckMode::Manual {
             workers.push(tokio::spawn(self.clone().expire_loop()));
         }
+        self.started.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether the guest takes messages now ([`GuestStatus`]): its worker
+    /// tasks (and, with manual acks, its ack-deadline task) all running,
+    /// and its last attempt to make an instance successful.
+    pub fn status(&self) -> GuestStatus {
+        if *self.shutdown.borrow() {
+            return GuestStatus::Stopped;
+        }
+        if !self.started.load(Ordering::SeqCst) {
+            return GuestStatus::Starting;
+        }
+        let (dead, of) = {
+            let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            // Before shutdown a worker ends only by panicking.
+            let dead = workers.iter().filter(|w| w.is_finished()).count();
+            (dead, workers.len())
+        };
+        if dead > 0 {
+            return GuestStatus::WorkersDied { dead, of };
+        }
+        match self.instantiation_error().clone() {
+            Some(error) => GuestStatus::CannotInstantiate { error },
+            None => GuestStatus::Running,
+        }
+    }
+
+    /// Why the last attempt to make an instance failed, if it did.
+    fn instantiation_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.instantiation_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops subscriptions, lets workers finish their batch, hands what is

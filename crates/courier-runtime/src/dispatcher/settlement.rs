@@ -19,6 +19,7 @@ use super::GuestRuntime;
 use crate::deliveries::{InFlight, Source};
 use crate::instance::HandlerFailure;
 use crate::stats::Stat;
+use crate::telemetry::SENT_AT_KEY;
 
 impl GuestRuntime {
     /// Takes a delivery in: Courier's delivery keys stripped, and refused
@@ -137,6 +138,8 @@ impl GuestRuntime {
             return;
         };
         let mut letter = message;
+        // A dead letter is a new publish: its latency counts from now.
+        letter.remove_meta(SENT_AT_KEY);
         letter.set_meta(ORIGINAL_TOPIC_KEY, letter.topic.clone());
         letter.set_meta(ATTEMPTS_KEY, attempts.to_string());
         letter.set_meta(LAST_ERROR_KEY, one_line(&reason));

@@ -1,6 +1,11 @@
-//! A guest's counters: what the progress line, `/metrics` and the tests read.
+//! A guest's counters: what the progress line, `/metrics` and the tests
+//! read; and its histograms (handler duration, delivery latency), for
+//! `/metrics` only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::telemetry::{DELIVERY_LATENCY, HANDLER_DURATION};
 
 /// Counters of one guest, for the progress line, tests and `/metrics`.
 #[derive(Debug)]
@@ -19,6 +24,10 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// The same counters in the metrics registry, labelled with the guest.
     metrics: [metrics::Counter; 6],
+    /// Handler call durations.
+    handler_duration: metrics::Histogram,
+    /// From a host's publish to the handler call, for first deliveries.
+    delivery_latency: metrics::Histogram,
 }
 
 /// One of the counters of [`Stats`].
@@ -68,7 +77,19 @@ impl Stats {
                 counter("courier_handler_traps_total"),
                 counter("courier_handler_errors_total"),
             ],
+            handler_duration: metrics::histogram!(HANDLER_DURATION, "guest" => guest.to_string()),
+            delivery_latency: metrics::histogram!(DELIVERY_LATENCY, "guest" => guest.to_string()),
         }
+    }
+
+    /// Records the duration of one handler call.
+    pub(crate) fn handler_took(&self, d: Duration) {
+        self.handler_duration.record(d.as_secs_f64());
+    }
+
+    /// Records the delivery latency of one message.
+    pub(crate) fn delivered_after(&self, d: Duration) {
+        self.delivery_latency.record(d.as_secs_f64());
     }
 
     pub(crate) fn add(&self, stat: Stat, n: u64) {

@@ -16,6 +16,7 @@ use crate::config::AckMode;
 use crate::deliveries::InFlight;
 use crate::instance::{HandlerFailure, Instance};
 use crate::stats::Stat;
+use crate::telemetry::{self, SENT_AT_KEY};
 
 impl GuestRuntime {
     /// One worker: batches until shutdown, each on the worker's instance.
@@ -124,6 +125,13 @@ impl GuestRuntime {
         if held.is_empty() {
             return None;
         }
+        // Delivery latency: first deliveries of stamped messages only (a
+        // redelivery's age holds its backoff, not the path to the guest).
+        for f in held.iter().filter(|f| f.attempt == 1) {
+            if let Some(age) = telemetry::age(&f.message) {
+                self.stats.delivered_after(age);
+            }
+        }
         let first = self.tracker.reserve(held.len());
         let numbers: Vec<u64> = (first..).take(held.len()).collect();
         let messages: Vec<_> = numbers
@@ -142,9 +150,12 @@ impl GuestRuntime {
         let outcome = async {
             match self.instance(slot).await {
                 Ok(instance) => {
-                    instance
+                    let started = Instant::now();
+                    let outcome = instance
                         .call(&messages, &numbers, self.config.handler_timeout())
-                        .await
+                        .await;
+                    self.stats.handler_took(started.elapsed());
+                    outcome
                 }
                 Err(failure) => Err(failure),
             }
@@ -170,6 +181,7 @@ impl GuestRuntime {
             }
             HandlerFailure::Instantiation(e) => {
                 tracing::error!(guest = %self.name, "cannot instantiate: {e}");
+                *self.instantiation_error() = Some(e.clone());
             }
             HandlerFailure::Trap(_) | HandlerFailure::Deadline { .. } => {
                 self.stats.add(Stat::Traps, 1);
@@ -192,6 +204,7 @@ impl GuestRuntime {
                 .instantiate()
                 .await
                 .map_err(|e| HandlerFailure::Instantiation(format!("{e:#}")))?;
+            self.instantiation_error().take();
             *slot = Some(instance);
         }
         Ok(slot.as_mut().expect("filled above"))
@@ -199,14 +212,15 @@ impl GuestRuntime {
 }
 
 /// The message as the guest gets it: Courier's delivery id and attempt added
-/// to its metadata.
-fn to_wit_delivery(
+/// to its metadata, the `courier-sent-at` stamp taken out (a guest sees the
+/// same message whether latency is measured or not).
+pub(super) fn to_wit_delivery(
     m: &Message,
     id: String,
     attempt: u32,
 ) -> courier_wasi_messaging::bindings::Message {
     let mut metadata = Vec::with_capacity(m.metadata.len() + 2);
-    metadata.extend(m.metadata.iter().cloned());
+    metadata.extend(m.metadata.iter().filter(|(k, _)| k != SENT_AT_KEY).cloned());
     metadata.push((DELIVERY_ID_KEY.to_string(), id));
     metadata.push((ATTEMPT_KEY.to_string(), attempt.to_string()));
     courier_wasi_messaging::bindings::Message {

@@ -1,0 +1,72 @@
+//! A running guest's status as readiness reports it, and what a guest is
+//! handed of a stamped message.
+
+use std::time::Duration;
+
+use courier_broker::{Message, Pattern};
+use courier_test_support::wait_until_async;
+
+use super::worker::to_wit_delivery;
+use crate::readiness::GuestStatus;
+use crate::telemetry::{self, SENT_AT_KEY};
+use crate::{Config, GuestConfig, Runtime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_makes_the_guest_not_ready_and_not_alive() {
+    let mut config = Config::default();
+    config.host.compile_cache = false;
+    config.guests.insert(
+        "uppercase".into(),
+        GuestConfig {
+            component: Some(test_programs::UPPERCASE.into()),
+            subscribe: vec![Pattern::parse("in").unwrap()],
+            allow_publish: vec![Pattern::parse("out").unwrap()],
+            ..GuestConfig::default()
+        },
+    );
+    let runtime = Runtime::new(config).unwrap();
+    let before = runtime.readiness(Duration::from_secs(1)).await;
+    assert_eq!(before.guests[0].status, GuestStatus::Starting);
+    runtime.start().await.unwrap();
+    let ready = runtime.readiness(Duration::from_secs(1)).await;
+    assert!(ready.is_ready(), "{:?}", ready.not_ready());
+
+    // A worker task that ends while the guest runs (as a panic would end it).
+    let guest = runtime.guest("uppercase").unwrap().clone();
+    guest.workers.lock().unwrap()[0].abort();
+    wait_until_async(Duration::from_secs(10), "the worker ended", || {
+        guest.status() != GuestStatus::Running
+    })
+    .await;
+    let r = runtime.readiness(Duration::from_secs(1)).await;
+    assert_eq!(
+        r.guests[0].status,
+        GuestStatus::WorkersDied { dead: 1, of: 1 }
+    );
+    assert!(!r.is_ready());
+    assert!(!r.any_guest_alive(), "its only guest cannot run");
+    assert_eq!(
+        r.not_ready(),
+        ["guest uppercase: 1 of its 1 worker tasks died"]
+    );
+
+    runtime.stop().await;
+    assert_eq!(guest.status(), GuestStatus::Stopped);
+}
+
+#[test]
+fn the_guest_never_sees_the_sent_at_stamp() {
+    let mut m = Message::new("in", "x");
+    m.set_meta("trace", "t-1");
+    telemetry::stamp(&mut m);
+    let handed = to_wit_delivery(&m, "d-1".into(), 1);
+    let keys: Vec<&str> = handed
+        .metadata
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(keys, ["trace", "courier-delivery-id", "courier-attempt"]);
+    assert!(!keys.contains(&SENT_AT_KEY));
+}
