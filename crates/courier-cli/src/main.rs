@@ -5,6 +5,7 @@
 mod check;
 mod http;
 mod run;
+mod tls;
 mod tools;
 
 use std::path::PathBuf;

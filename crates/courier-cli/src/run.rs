@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// restarts.
     #[arg(long = "print", value_name = "CH")]
     print: Vec<String>,
-    /// Serve HTTP ingress, /metrics and /healthz on ADDR.
+    /// Serve HTTP ingress, /metrics, /healthz and /readyz on ADDR (HTTPS
+    /// with `host.tls-cert-file` and `host.tls-key-file`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Store the embedded broker's point-to-point queues in DIR, so that a
@@ -105,15 +106,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = configure(&args)?;
     let host = config.host.clone();
     let tokens = Arc::new(config.ingress_tokens.clone());
+    // The TLS configuration is made (the key checked against the
+    // certificate) before any guest starts.
+    let tls = match (&config.tls, &host.listen) {
+        (Some(identity), Some(_)) => Some(crate::tls::server_config(identity)?),
+        (Some(_), None) => {
+            tracing::warn!("`host.tls-cert-file` is set, but there is no listen address");
+            None
+        }
+        (None, _) => None,
+    };
     let metrics = match &host.listen {
-        Some(_) => Some(
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
-                .context("installing the metrics recorder")?,
-        ),
+        Some(_) => Some(install_metrics()?),
         None => None,
     };
     let runtime = Arc::new(Runtime::new(config)?);
+    if metrics.is_some() {
+        runtime.measure_delivery_latency();
+    }
     let ingress = runtime.ingress().await?;
     // Tells the printers and the progress line to stop (after the guests).
     let (stop_tasks, tasks_stop) = watch::channel(false);
@@ -143,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     max_body: host.max_ingress_bytes,
                     tokens: tokens.clone(),
                 },
+                tls,
                 stopped(server_stop),
             )
             .await?,
@@ -192,6 +203,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         t.traps
     );
     outcome
+}
+
+/// Installs the Prometheus recorder: every metric described (`# HELP`,
+/// `# TYPE`), the histograms with buckets (rendered as histograms, not
+/// summaries).
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use courier_runtime::telemetry;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(telemetry::HANDLER_DURATION.into()),
+            telemetry::HANDLER_DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(telemetry::DELIVERY_LATENCY.into()),
+            telemetry::DELIVERY_LATENCY_BUCKETS,
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    telemetry::describe();
+    metrics::describe_counter!(
+        "courier_ingress_messages_total",
+        "Messages accepted at the HTTP ingress."
+    );
+    Ok(handle)
 }
 
 /// Resolves once `stop` turns `true` (or its sender is gone).
