@@ -449,3 +449,363 @@ fn the_ingress_lets_in_only_its_tokens() {
         .unwrap();
     assert!(!log.contains(token), "the token reached the log:\n{log}");
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM
+/// files `cert.pem` and `key.pem` into `dir`; returns the certificate, for
+/// a client to trust.
+fn self_signed(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    certified.cert.der().clone()
+}
+
+/// Sends `request` over TLS to `addr`, trusting only `ca`, and reads the
+/// response until the server closes the connection.
+fn https(addr: &str, ca: &rustls::pki_types::CertificateDer<'static>, request: &str) -> String {
+    let mut tls = tls_connect(addr, ca);
+    tls.write_all(request.as_bytes()).unwrap();
+    read_response(&mut tls)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to `addr` (as `localhost`), trusting only `ca`.
+fn tls_connect(addr: &str, ca: &rustls::pki_types::CertificateDer<'static>) -> TlsStream {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// Reads a response until the server closes the connection.
+fn read_response(tls: &mut TlsStream) -> String {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            // A close without close_notify after the response is complete.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("reading the HTTPS response: {e}"),
+        }
+    }
+    text(&response)
+}
+
+/// A `POST /v1/channels/{channel}` request with `headers` (each ending in
+/// CRLF) and `body`.
+fn post_request(channel: &str, headers: &str, body: &str) -> String {
+    format!(
+        "POST /v1/channels/{channel} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+}
+
+/// Over HTTPS (a certificate made by the test): plain HTTP gets no HTTP
+/// answer; no token 401, outside the grant 403, a good request 202 and
+/// delivered; `Courier-Reply-To` and `Courier-Meta-*` headers reach the
+/// guests; bad metadata gets 400 and publishes nothing; /readyz is 200 with
+/// every client up; /metrics has both histograms, the latency one counting
+/// the deliveries. A key that does not fit the certificate is refused.
+#[test]
+fn the_https_ingress_carries_headers_and_serves_health_and_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = self_signed(dir.path());
+    let port = free_port();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [host]
+            listen = "127.0.0.1:{port}"
+            summary-secs = 0
+            tls-cert-file = "cert.pem"
+            tls-key-file = "key.pem"
+            ingress-tokens.producer = {{ token-env = "COURIER_TEST_INGRESS_TOKEN", allow-publish = ["in", "to-router"] }}
+            [guests.uppercase]
+            component = "{}"
+            subscribe = ["in", "other"]
+            allow-publish = ["out", "replies"]
+            [guests.router]
+            component = "{}"
+            subscribe = ["to-router"]
+            allow-publish = ["routed"]
+            "#,
+            test_programs::UPPERCASE,
+            test_programs::ROUTER,
+        ),
+    )
+    .unwrap();
+    let token = "ingress-token-for-the-tls-test-77a0";
+    let mut command = Command::new(COURIER);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--print", "replies", "--print", "routed"])
+        .env("COURIER_TEST_INGRESS_TOKEN", token)
+        .stderr(Stdio::null());
+    let (_server, rx) = Server::start(command, port);
+    let addr = format!("127.0.0.1:{port}");
+    let next_line = || rx.recv_timeout(Duration::from_secs(20)).unwrap();
+
+    let plain = http(&addr, &get_request("/healthz"));
+    assert!(!plain.starts_with("HTTP/"), "plain HTTP answered: {plain}");
+
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let refused = https(&addr, &ca, &post_request("in", "", "no token"));
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let refused = https(&addr, &ca, &post_request("other", &bearer, "not granted"));
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // Only `replies` and `routed` are printed: the upper-cased message
+    // arrives there because of its reply-to.
+    let headers = format!("{bearer}Content-Type: text/plain\r\nCourier-Reply-To: replies\r\n");
+    let accepted = https(&addr, &ca, &post_request("in", &headers, "via tls"));
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    assert_eq!(next_line(), "VIA TLS");
+    // The router sends to the channel named by its `route` metadata.
+    let headers = format!("{bearer}Courier-Meta-Route: routed\r\nCourier-Meta-Trace: t-1\r\n");
+    let accepted = https(
+        &addr,
+        &ca,
+        &post_request("to-router", &headers, "by metadata"),
+    );
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    assert_eq!(next_line(), "by metadata");
+
+    // Bad headers: 400 with the reason, nothing published (the next line
+    // printed is the one sent after them).
+    let bad = [
+        ("Courier-Meta-Courier-Attempt: 1\r\n", "Courier's own"),
+        ("Courier-Meta-Note: a\tb\r\n", "control character"),
+        ("Courier-Reply-To: replies.*\r\n", "not a channel"),
+        ("Courier-Replyto: replies\r\n", "unknown header"),
+    ];
+    for (header, reason) in bad {
+        let headers = format!("{bearer}Courier-Meta-Route: routed\r\n{header}");
+        let response = https(&addr, &ca, &post_request("to-router", &headers, "refused"));
+        assert!(
+            response.starts_with("HTTP/1.1 400") && response.contains(reason),
+            "{header:?}: {response}"
+        );
+    }
+    let headers = format!("{bearer}Courier-Meta-Route: routed\r\n");
+    let accepted = https(
+        &addr,
+        &ca,
+        &post_request("to-router", &headers, "after the refusals"),
+    );
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    assert_eq!(next_line(), "after the refusals");
+
+    let ready = https(&addr, &ca, &get_request("/readyz"));
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains(r#""status":"ready""#),
+        "{ready}"
+    );
+    let health = https(&addr, &ca, &get_request("/healthz"));
+    assert!(
+        health.starts_with("HTTP/1.1 200")
+            && health.contains(r#"{"name":"router","status":"running"}"#),
+        "{health}"
+    );
+    let metrics = https(&addr, &ca, &get_request("/metrics"));
+    for line in [
+        "# TYPE courier_handler_duration_seconds histogram",
+        "# TYPE courier_delivery_latency_seconds histogram",
+        "# HELP courier_delivery_latency_seconds",
+        "# TYPE courier_messages_delivered_total counter",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
+    let count = |name: &str| -> u64 {
+        let prefix = format!("{name}_count{{guest=\"uppercase\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{metrics}"))
+    };
+    assert_eq!(count("courier_handler_duration_seconds"), 1, "{metrics}");
+    assert_eq!(count("courier_delivery_latency_seconds"), 1, "{metrics}");
+
+    // A key that is not the certificate's is refused before anything runs.
+    let other = tempfile::tempdir().unwrap();
+    self_signed(other.path());
+    let mismatch = dir.path().join("mismatch.toml");
+    std::fs::write(
+        &mismatch,
+        format!(
+            "[host]\nlisten = \"127.0.0.1:{}\"\ntls-cert-file = \"cert.pem\"\n\
+             tls-key-file = \"{}\"\n[guests.uppercase]\ncomponent = \"{}\"\n",
+            free_port(),
+            other.path().join("key.pem").display(),
+            test_programs::UPPERCASE
+        ),
+    )
+    .unwrap();
+    let out = courier(&["run", "--config", mismatch.to_str().unwrap()], "");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("host.tls-key-file") && stderr.contains("does not fit"),
+        "{stderr}"
+    );
+}
+
+/// /readyz is 503 and names a client whose broker cannot be reached (a NATS
+/// client pointed at a closed port), while /healthz stays 200: the host is
+/// alive and its guest runs.
+#[cfg(feature = "nats")]
+#[test]
+fn readyz_names_a_client_whose_broker_is_unreachable() {
+    let port = free_port();
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [host]
+            listen = "127.0.0.1:{port}"
+            summary-secs = 0
+            [clients.default]
+            backend = "embedded"
+            [clients.events]
+            backend = "nats"
+            url = "nats://127.0.0.1:{closed}"
+            [guests.uppercase]
+            component = "{}"
+            subscribe = ["in"]
+            allow-publish = ["out"]
+            "#,
+            test_programs::UPPERCASE
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(COURIER);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null());
+    let (_server, _rx) = Server::start(command, port);
+    let addr = format!("127.0.0.1:{port}");
+    let ready = http(&addr, &get_request("/readyz"));
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        ready.contains(r#""not-ready":["client events: "#)
+            && ready.contains(r#"{"name":"default","backend":"embedded","status":"connected"}"#)
+            && ready.contains(r#"{"name":"uppercase","status":"running"}"#),
+        "{ready}"
+    );
+    let health = http(&addr, &get_request("/healthz"));
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#""status":"ok""#),
+        "{health}"
+    );
+}
+
+/// Shutting down over HTTPS: the listener stops accepting at once, and a
+/// request under way (its body half sent) still gets its answer before the
+/// host exits, successfully.
+#[test]
+fn https_shutdown_stops_accepting_and_finishes_the_request_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = self_signed(dir.path());
+    let port = free_port();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nlisten = \"127.0.0.1:{port}\"\nsummary-secs = 0\n\
+             tls-cert-file = \"cert.pem\"\ntls-key-file = \"key.pem\"\n\
+             [guests.uppercase]\ncomponent = \"{}\"\nsubscribe = [\"in\"]\n\
+             allow-publish = [\"out\"]\n",
+            test_programs::UPPERCASE
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(COURIER);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped());
+    let (mut server, _rx) = Server::start(command, port);
+    let (log_tx, log) = mpsc::channel();
+    let stderr = server.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let until = |what: &str| loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no `{what}` in the host's log"));
+        if line.contains(what) {
+            break line;
+        }
+    };
+    let listening = until("listening on");
+    assert!(
+        listening.contains(&format!("listening on https://127.0.0.1:{port}")),
+        "{listening}"
+    );
+
+    let addr = format!("127.0.0.1:{port}");
+    let mut under_way = tls_connect(&addr, &ca);
+    let body = "half and half";
+    let request = post_request("in", "", body);
+    let (first, rest) = request.split_at(request.len() - body.len() / 2);
+    under_way.write_all(first.as_bytes()).unwrap();
+    under_way.flush().unwrap();
+    // Its connection was handed to the server first (its handshake is
+    // done), and its task reads what is buffered as soon as it runs: by the
+    // time a request on a later connection is answered, this one is under
+    // way.
+    let health = https(&addr, &ca, &get_request("/healthz"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    until("shutting down");
+    wait_until(Duration::from_secs(10), "the listener closed", || {
+        !accepting(port)
+    });
+    under_way.write_all(rest.as_bytes()).unwrap();
+    let response = read_response(&mut under_way);
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(server.0.wait().map(|s| s.success()));
+        drop(server);
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+        "the host did not exit successfully"
+    );
+}
