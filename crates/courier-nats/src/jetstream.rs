@@ -27,6 +27,7 @@ use futures::{FutureExt, StreamExt};
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
 use crate::options::{self, JetStreamOptions, NatsExtensions, Storage};
+use crate::progress::{InProgress, Registration};
 
 /// A JetStream context bound to the client's stream.
 pub struct JetStream {
@@ -189,6 +190,7 @@ impl JetStream {
         let ephemeral = name.is_none().then(|| consumer_name.clone());
         Ok(Box::new(JsSubscription {
             consumer,
+            progress: InProgress::start(self.context.client(), spec.ack_wait),
             batch: None,
             closed: false,
             stream: self.stream.clone(),
@@ -241,6 +243,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 struct JsSubscription {
     consumer: jetstream::consumer::PullConsumer,
+    /// Deliveries handed out and unsettled, kept from the server's deadline.
+    progress: InProgress,
     /// The open pull request, kept across cancelled calls.
     batch: Option<pull::Batch>,
     closed: bool,
@@ -262,8 +266,14 @@ fn attempt(name: &str, handed_back: &HandedBack, m: &jetstream::Message) -> ((St
     (key, attempt)
 }
 
-fn delivery(name: &str, handed_back: &HandedBack, m: jetstream::Message) -> Delivery {
+fn delivery(
+    name: &str,
+    handed_back: &HandedBack,
+    progress: &InProgress,
+    m: jetstream::Message,
+) -> Delivery {
     let (key, attempt) = attempt(name, handed_back, &m);
+    let held = progress.hold(m.reply.clone());
     let (m, acker) = m.split();
     let message = from_nats(
         m.subject.as_str(),
@@ -279,6 +289,7 @@ fn delivery(name: &str, handed_back: &HandedBack, m: jetstream::Message) -> Deli
             acker,
             key,
             handed_back: handed_back.clone(),
+            _held: held,
         }),
     }
 }
@@ -329,10 +340,17 @@ impl Subscription for JsSubscription {
                     continue;
                 }
             };
-            let mut out = vec![delivery(&self.name, &self.handed_back, first)];
+            let mut out = vec![delivery(
+                &self.name,
+                &self.handed_back,
+                &self.progress,
+                first,
+            )];
             while out.len() < max {
                 match batch.next().now_or_never() {
-                    Some(Some(Ok(m))) => out.push(delivery(&self.name, &self.handed_back, m)),
+                    Some(Some(Ok(m))) => {
+                        out.push(delivery(&self.name, &self.handed_back, &self.progress, m))
+                    }
                     _ => break,
                 }
             }
@@ -370,6 +388,8 @@ struct JsAcker {
     acker: jetstream::message::Acker,
     key: (String, u64),
     handed_back: HandedBack,
+    /// Keeps the server from redelivering until this is settled or dropped.
+    _held: Registration,
 }
 
 fn settle_error(e: async_nats::Error) -> BrokerError {

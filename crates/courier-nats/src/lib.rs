@@ -7,7 +7,8 @@
 //! - [`core`]: core NATS subscriptions (broadcast and queue groups), with
 //!   in-process redelivery since core NATS has no acks.
 //! - [`jetstream`]: durable subscriptions on JetStream pull consumers, with
-//!   explicit ack, nak with delay and term.
+//!   explicit ack, nak with delay and term; `progress` keeps the server from
+//!   redelivering what Courier still holds.
 //!
 //! Channels are NATS subjects already, so patterns need no translation.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@ pub mod core;
 pub mod headers;
 pub mod jetstream;
 pub mod options;
+mod progress;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use courier_broker::{Message, Pattern, SubscriptionSpec};
 use courier_runtime::{Config, Runtime};
+use courier_test_support::messages::next_delivery;
 use courier_test_support::{Broker, Need, Trials, unique};
 use futures::StreamExt;
 
@@ -66,6 +68,52 @@ async fn plain_nats_request_gets_the_guests_reply() {
     runtime2.stop().await;
 }
 
+/// A JetStream delivery Courier holds unsettled past the server's ack
+/// deadline is not redelivered while it is held (Courier tells the server it
+/// is in progress); one dropped unsettled is, once the deadline passes.
+async fn jetstream_does_not_redeliver_what_courier_holds() {
+    let toml = format!(
+        "[clients.default]\n{}\noptions = {{ jetstream = true, stream = \"COURIER_HOLD\", \
+         subjects = \"hold.>\", storage = \"memory\" }}\n",
+        Broker::Nats.client()
+    );
+    let runtime = Runtime::new(Config::from_toml(&toml).unwrap()).unwrap();
+    let backend = runtime.clients().get("default").await.unwrap();
+    let subject = format!("hold.{}", unique("h"));
+    let mut spec = SubscriptionSpec::competing(Pattern::parse(&subject).unwrap(), "holders");
+    spec.ack_wait = Duration::from_millis(300);
+    let mut sub = backend.subscribe(spec).await.unwrap();
+    backend
+        .publish(vec![Message::new(subject.clone(), "held")])
+        .await
+        .unwrap();
+    let held = next_delivery(&mut sub).await;
+    assert_eq!(held.attempt, 1);
+    // Four times the server's deadline: nothing comes again meanwhile.
+    let again = tokio::time::timeout(Duration::from_millis(1200), sub.next()).await;
+    assert!(
+        again.is_err(),
+        "redelivered while held: {:?}",
+        again.ok().flatten().map(|r| r.map(|d| d.attempt))
+    );
+    held.acker.ack().await.unwrap();
+
+    backend
+        .publish(vec![Message::new(subject.clone(), "dropped")])
+        .await
+        .unwrap();
+    let dropped = next_delivery(&mut sub).await;
+    assert_eq!(&dropped.message.data[..], b"dropped");
+    drop(dropped);
+    let again = next_delivery(&mut sub).await;
+    assert_eq!(
+        (&again.message.data[..], again.attempt),
+        (&b"dropped"[..], 2)
+    );
+    again.acker.ack().await.unwrap();
+    sub.close().await.unwrap();
+}
+
 async fn unreachable_server_is_a_connection_error() {
     let toml = r#"
         [clients.default]
@@ -98,6 +146,11 @@ fn main() -> ExitCode {
         "unreachable_server_is_a_connection_error",
         &[],
         unreachable_server_is_a_connection_error,
+    );
+    trials.tokio(
+        "jetstream_does_not_redeliver_what_courier_holds",
+        &[Need::Broker(Broker::Nats)],
+        jetstream_does_not_redeliver_what_courier_holds,
     );
     trials.run()
 }

@@ -2,6 +2,7 @@
 //! its deadline, with what can go wrong in it told apart.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use courier_wasi_messaging::WasiMessagingCtx;
 use courier_wasi_messaging::bindings::{Message as WitMessage, Messaging, MessagingPre};
 use courier_wasi_messaging::error::describe;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::config::GuestConfig;
@@ -92,6 +93,9 @@ pub struct Instance {
     store: Store<GuestState>,
     bindings: Messaging,
     scope: Arc<CallScope>,
+    /// Epoch ticks left before the running call (or the instantiation) is
+    /// interrupted.
+    ticks_left: Arc<AtomicU64>,
 }
 
 impl Instance {
@@ -127,13 +131,32 @@ impl Instance {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(config.handler_timeout()));
+        // Wasm code yields to the executor at every epoch tick, so that a
+        // guest busy in a loop holds a runtime thread for one tick at a time,
+        // not for its whole deadline (which would stall the other tasks of
+        // that thread: broker connections, other guests); it is interrupted
+        // once its ticks are spent.
+        let ticks_left = Arc::new(AtomicU64::new(ticks(config.handler_timeout())));
+        let left = ticks_left.clone();
+        store.epoch_deadline_callback(move |_| {
+            let before = left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .unwrap_or(0);
+            Ok(if before <= 1 {
+                UpdateDeadline::Interrupt
+            } else {
+                // tokio's own yield lets the runtime poll its timers and
+                // sockets before the guest runs on.
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        store.set_epoch_deadline(1);
         let bindings = pre.instantiate_async(&mut store).await?;
         Ok(Self {
             store,
             bindings,
             scope,
+            ticks_left,
         })
     }
 
@@ -145,7 +168,8 @@ impl Instance {
         numbers: &[u64],
         deadline: Duration,
     ) -> Result<(), HandlerFailure> {
-        self.store.set_epoch_deadline(ticks(deadline));
+        self.ticks_left.store(ticks(deadline), Ordering::Relaxed);
+        self.store.set_epoch_deadline(1);
         self.scope.set(numbers);
         let call = self
             .bindings
