@@ -189,7 +189,16 @@ async fn publish(
             metrics::counter!("courier_ingress_messages_total").increment(1);
             (StatusCode::ACCEPTED, "accepted\n").into_response()
         }
-        Err(e) => (status_of(&e), format!("{e}\n")).into_response(),
+        Err(e) => {
+            let mut response = (status_of(&e), format!("{e}\n")).into_response();
+            if e.kind() == ErrorKind::Busy {
+                // Full: the client may try again shortly.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            response
+        }
     }
 }
 
@@ -252,7 +261,7 @@ struct CourierHeaders {
 fn status_of(e: &BrokerError) -> StatusCode {
     match e.kind() {
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Connection => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Connection | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Invalid => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -425,6 +434,10 @@ mod tests {
         assert_eq!(
             status_of(&BrokerError::invalid("bad header")),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&BrokerError::busy("embedded", "full")),
+            StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
             status_of(&BrokerError::other("connection refused")),

@@ -505,6 +505,55 @@ fn read_response(tls: &mut TlsStream) -> String {
     text(&response)
 }
 
+/// Back-pressure: with `max-queued-messages = 3` and the guest busy on the
+/// first message, the next two are accepted and the fourth gets `503` with
+/// `Retry-After`, publishing nothing.
+#[test]
+fn a_full_ingress_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [host]
+            max-queued-messages = 3
+            [guests.probe]
+            component = "{}"
+            subscribe = ["cmd"]
+            allow-publish = [">"]
+            mode = "point-to-point"
+            batch-size = 1
+            concurrency = 1
+            handler-timeout-ms = 30000
+            "#,
+            test_programs::PROBE
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new(COURIER);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &addr])
+        .stderr(Stdio::null());
+    let (_server, _rx) = Server::start(command, port);
+    for n in 1..=3 {
+        let response = http(&addr, &post_request("cmd", "", "loop"));
+        assert!(response.starts_with("HTTP/1.1 202"), "{n}: {response}");
+    }
+    let response = http(&addr, &post_request("cmd", "", "loop"));
+    assert!(
+        response.starts_with("HTTP/1.1 503")
+            && response.to_ascii_lowercase().contains("retry-after: 1")
+            && response.contains("at most 3"),
+        "{response}"
+    );
+}
+
 /// A `POST /v1/channels/{channel}` request with `headers` (each ending in
 /// CRLF) and `body`.
 fn post_request(channel: &str, headers: &str, body: &str) -> String {
