@@ -142,7 +142,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime.start().await?;
     // Tells the HTTP server to stop (before the guests: no new ingress).
     let (stop_server, server_stop) = watch::channel(false);
-    let server = match host.listen {
+    let mut server = match host.listen {
         Some(addr) => Some(
             http::serve(
                 addr,
@@ -170,17 +170,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let outcome = match &args.stdin {
         Some(ch) => feed_stdin(&runtime, &ingress, ch).await,
         None => {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .context("installing the SIGTERM handler")?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
-                _ = term.recv() => {}
-            }
+            let mut signals = Signals::new()?;
+            signals.next().await;
             tracing::info!("shutting down");
+            // The ingress takes nothing more: its listener closes (a load
+            // balancer sees the host gone), requests under way finish.
+            stop_server.send_replace(true);
+            if let Some(server) = server.take() {
+                let _ = server.await;
+            }
+            drain_memory(&runtime, host.drain_timeout, &mut signals).await;
             Ok(())
         }
     };
+    // What the in-memory broker drops from here on is lost at exit.
+    let discarded_before = runtime.clients().embedded().discarded();
     // In order, each awaited: ingress over HTTP ends (requests under way
     // finish), the guests stop (what they hold settled or handed back),
     // then the printers and the progress line.
@@ -202,7 +206,73 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         t.dead_lettered,
         t.traps
     );
-    outcome
+    outcome?;
+    let embedded = runtime.clients().embedded();
+    if !embedded.features().durable {
+        match embedded.held() + (embedded.discarded() - discarded_before) {
+            0 => tracing::info!("every message accepted in memory was handled"),
+            lost => {
+                tracing::error!(
+                    lost,
+                    "{lost} accepted messages held in memory were not handled before exit and are lost \
+                     (give the embedded broker a data-dir to keep them across restarts)"
+                );
+                bail!("{lost} accepted messages were lost at shutdown");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, alike.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// At shutdown: while the in-memory embedded broker holds accepted
+/// messages, keeps handling them — until none is left, `timeout` passes, or
+/// a second signal comes. A stored or remote broker keeps what is left
+/// itself (it is handed back when the guests stop).
+async fn drain_memory(runtime: &Runtime, timeout: Duration, signals: &mut Signals) {
+    let embedded = runtime.clients().embedded();
+    if embedded.features().durable {
+        return;
+    }
+    let held = embedded.held();
+    if held == 0 {
+        return;
+    }
+    tracing::info!(
+        held,
+        "draining: {held} accepted messages are held in memory; handling them before exit \
+         (up to {timeout:?}; a second signal stops now)"
+    );
+    tokio::select! {
+        _ = runtime.drained() => tracing::info!("drained"),
+        _ = tokio::time::sleep(timeout) => {
+            tracing::warn!("the drain took longer than drain-timeout-ms ({timeout:?}); stopping");
+        }
+        _ = signals.next() => tracing::warn!("a second signal: stopping without draining further"),
+    }
 }
 
 /// Installs the Prometheus recorder: every metric described (`# HELP`,

@@ -554,6 +554,103 @@ fn a_full_ingress_queue_answers_503_with_retry_after() {
     );
 }
 
+/// A host on the in-memory embedded broker given 20 messages that take
+/// 100 ms each (a loop cut by the handler deadline, then dead-lettered),
+/// stopped by SIGTERM at once: with time to drain, every one is handled
+/// before it exits and the log says so; with a 300 ms drain deadline it
+/// exits with an error that counts what was lost — and the dead letters
+/// printed plus those lost are the 20 it accepted.
+#[test]
+fn shutdown_drains_what_memory_holds_or_counts_what_it_loses() {
+    for (drain_ms, expect_all) in [(30_000, true), (300, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("courier.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+                [host]
+                drain-timeout-ms = {drain_ms}
+                summary-secs = 0
+                [guests.probe]
+                component = "{}"
+                subscribe = ["cmd"]
+                allow-publish = [">"]
+                mode = "point-to-point"
+                batch-size = 1
+                concurrency = 1
+                max-attempts = 1
+                dead-letter = "dlq"
+                handler-timeout-ms = 100
+                "#,
+                test_programs::PROBE
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("host.log");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Command::new(COURIER);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &addr, "--print", "dlq"])
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap());
+        let (mut server, rx) = Server::start(command, port);
+        for n in 1..=20 {
+            let response = http(&addr, &post_request("cmd", "", "loop"));
+            assert!(response.starts_with("HTTP/1.1 202"), "{n}: {response}");
+        }
+        let pid = server.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = wait_for_exit(&mut server.0, Duration::from_secs(60));
+        let printed: Vec<String> = rx.try_iter().collect();
+        let text = std::fs::read_to_string(&log).unwrap();
+        if expect_all {
+            assert!(status.success(), "{status:?}\n{text}");
+            assert_eq!(printed.len(), 20, "{text}");
+            assert!(
+                text.contains("every message accepted in memory was handled"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                !status.success(),
+                "exited 0 though messages were lost\n{text}"
+            );
+            let lost: usize = text
+                .lines()
+                .find_map(|l| {
+                    l.split(" accepted messages held in memory were not handled")
+                        .next()
+                        .filter(|_| l.contains("were not handled"))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no count of the lost messages:\n{text}"));
+            assert!(lost > 0, "{text}");
+            assert_eq!(printed.len() + lost, 20, "{printed:?}\n{text}");
+        }
+    }
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(limit, "the host to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
 /// A `POST /v1/channels/{channel}` request with `headers` (each ending in
 /// CRLF) and `body`.
 fn post_request(channel: &str, headers: &str, body: &str) -> String {

@@ -60,6 +60,14 @@ pub struct HostConfig {
     /// and in flight); past it a publish is refused as busy (`503` with
     /// `Retry-After` at the HTTP ingress) and nothing of it is queued.
     pub max_queued_messages: std::num::NonZeroUsize,
+    /// At shutdown, how long the host keeps handling what the in-memory
+    /// embedded broker holds before it exits (what is left then is lost,
+    /// and said so); a second signal ends the wait at once.
+    #[serde(
+        rename = "drain-timeout-ms",
+        deserialize_with = "courier_broker::factory::millis"
+    )]
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for HostConfig {
@@ -79,6 +87,7 @@ impl Default for HostConfig {
             pooling: false,
             max_queued_messages: std::num::NonZeroUsize::new(courier_embedded::DEFAULT_MAX_QUEUED)
                 .expect("the default is above zero"),
+            drain_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -52,6 +52,8 @@ struct Shared {
     store: Option<Arc<Store>>,
     /// Most messages a queue may hold (ready, delayed and in flight).
     max_queued: AtomicUsize,
+    /// Messages dropped with a broadcast queue when its last subscriber left.
+    discarded: AtomicU64,
 }
 
 impl Default for Shared {
@@ -61,6 +63,7 @@ impl Default for Shared {
             next_queue: AtomicU64::new(0),
             store: None,
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
+            discarded: AtomicU64::new(0),
         }
     }
 }
@@ -249,6 +252,12 @@ impl EmbeddedBroker {
     /// what a process without a data directory loses when it exits.
     pub fn held(&self) -> u64 {
         self.queues().iter().map(|q| lock(q).unsettled()).sum()
+    }
+
+    /// Messages dropped so far with a broadcast queue when its last
+    /// subscriber left without taking them (pub-sub: they were its alone).
+    pub fn discarded(&self) -> u64 {
+        self.shared.discarded.load(Ordering::Relaxed)
     }
 
     /// Waits until every write made so far (settlements included) is stored.
@@ -509,6 +518,11 @@ impl EmbeddedSubscription {
             && matches!(self.queue.key, QueueKey::Broadcast(_))
             && let Some(shared) = self.broker.upgrade()
         {
+            let waiting = {
+                let state = lock(&self.queue);
+                (state.ready.len() + state.delayed.len()) as u64
+            };
+            shared.discarded.fetch_add(waiting, Ordering::Relaxed);
             let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
             queues.retain(|q| !Arc::ptr_eq(q, &self.queue));
         }
