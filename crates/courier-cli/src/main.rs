@@ -5,6 +5,7 @@
 mod check;
 mod http;
 mod run;
+mod signals;
 mod tls;
 mod tools;
 

@@ -107,6 +107,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         None => SubscriptionSpec::broadcast(pattern),
     };
     let mut sub = backend.subscribe(spec).await?;
+    let mut signals = crate::signals::Signals::new()?;
     eprintln!("watching `{}`", args.channel);
     let mut seen = 0;
     while args.count.is_none_or(|n| seen < n) {
@@ -119,7 +120,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
                 }
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.next() => break,
         };
         {
             let mut out = std::io::stdout().lock();

@@ -53,6 +53,70 @@ fn publish_and_subscribe_through_nats() {
     assert_eq!(out, "first\nsecond\n");
 }
 
+/// `courier subscribe` stopped by SIGTERM ends as it does at ctrl-c: it
+/// closes its subscription, and on Redis Streams the consumer group of a
+/// broadcast subscription is removed, not left behind.
+#[cfg(feature = "redis")]
+fn subscribe_cleans_up_at_sigterm_as_at_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[clients.events]\n{}\noptions = {{ streams = true }}\n",
+            Broker::Redis.client()
+        ),
+    )
+    .unwrap();
+    let redis = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &Broker::Redis.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for signal in ["TERM", "INT"] {
+        let channel = unique("tools-sig");
+        let mut sub = Command::new(COURIER)
+            .args(["subscribe", &channel])
+            .args(["--config", config.to_str().unwrap(), "--client", "events"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(sub.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("watching") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "subscriber ended early"
+            );
+        }
+        let groups = redis(&["XINFO", "GROUPS", &channel]);
+        assert!(
+            groups.contains("name"),
+            "no consumer group while watching: {groups}"
+        );
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &sub.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        assert!(
+            sub.wait().unwrap().success(),
+            "SIG{signal}: not a clean exit"
+        );
+        let groups = redis(&["XINFO", "GROUPS", &channel]);
+        assert!(
+            !groups.contains("name"),
+            "SIG{signal}: the group was left behind: {groups}"
+        );
+        redis(&["DEL", &channel]);
+    }
+}
+
 fn the_embedded_broker_is_not_reachable_from_outside() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("courier.toml");
@@ -86,6 +150,12 @@ fn main() -> ExitCode {
         "publish_and_subscribe_through_nats",
         &[Need::Broker(Broker::Nats)],
         publish_and_subscribe_through_nats,
+    );
+    #[cfg(feature = "redis")]
+    trials.test(
+        "subscribe_cleans_up_at_sigterm_as_at_ctrl_c",
+        &[Need::Broker(Broker::Redis), Need::Tool("redis-cli")],
+        subscribe_cleans_up_at_sigterm_as_at_ctrl_c,
     );
     trials.test(
         "the_embedded_broker_is_not_reachable_from_outside",
