@@ -6,7 +6,6 @@ mod check;
 mod http;
 mod run;
 mod signals;
-mod tls;
 mod tools;
 
 use std::path::PathBuf;

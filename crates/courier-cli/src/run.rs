@@ -110,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The TLS configuration is made (the key checked against the
     // certificate) before any guest starts.
     let tls = match (&config.tls, &host.listen) {
-        (Some(identity), Some(_)) => Some(crate::tls::server_config(identity)?),
+        (Some(identity), Some(_)) => Some(crate::http::tls::server_config(identity)?),
         (Some(_), None) => {
             tracing::warn!("`host.tls-cert-file` is set, but there is no listen address");
             None

@@ -1,37 +1,17 @@
-//! The HTTP endpoint: ingress into the broker, Prometheus metrics, health
-//! and readiness; over HTTPS when `[host]` has a certificate ([`crate::tls`]).
-//!
-//! `POST /v1/channels/{channel}` publishes the body. Its `Content-Type`
-//! becomes the message's content type, `Courier-Reply-To: CHANNEL` its
-//! reply-to, and each `Courier-Meta-KEY: VALUE` header one metadata entry
-//! `KEY` = `VALUE` (header names are case-insensitive: keys arrive in lower
-//! case). Any other `Courier-` header is refused, as are reserved keys
-//! (`courier-…`), a reply-to that is not a channel and keys or values a
-//! broker cannot carry: `400` with the reason, nothing published.
+//! `POST /v1/channels/{channel}`: the request's headers read into the
+//! message (content type, reply-to, metadata), every part checked, then
+//! published; `202` once the broker has it.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use courier_broker::message::{check_text, is_reserved};
 use courier_broker::pattern::allowed_topic;
-use courier_broker::{Backend, BrokerError, ErrorKind, Message, Pattern};
-use courier_runtime::Runtime;
-use courier_runtime::config::ingress::IngressToken;
-use courier_runtime::readiness::{ClientReadiness, GuestReadiness};
-use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
-use tokio::task::JoinHandle;
+use courier_broker::{BrokerError, ErrorKind, Message, Pattern};
 
-use crate::tls::TlsListener;
+use super::AppState;
+use super::auth::authorize;
 
 /// Header giving the message's reply-to channel.
 pub const REPLY_TO_HEADER: &str = "courier-reply-to";
@@ -41,117 +21,10 @@ pub const META_HEADER_PREFIX: &str = "courier-meta-";
 pub const MAX_META_KEY_BYTES: usize = 255;
 /// Longest metadata value accepted at the ingress, in bytes.
 pub const MAX_META_VALUE_BYTES: usize = 4096;
-/// How long `/readyz` waits for a client that is not connected yet to
-/// answer its connection attempt (which itself runs on, with the client's
-/// timeout).
-pub const READY_WAIT: Duration = Duration::from_secs(1);
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub runtime: Arc<Runtime>,
-    pub ingress: Arc<dyn Backend>,
-    pub metrics: Option<PrometheusHandle>,
-    pub max_body: usize,
-    /// Bearer tokens the ingress requires; none: it is open (loopback only).
-    pub tokens: Arc<BTreeMap<String, IngressToken>>,
-}
-
-/// Binds `addr` and serves in the background — HTTPS with `tls`, else
-/// plain HTTP — until `shutdown` resolves; then it stops accepting
-/// connections and lets the requests under way finish (the task ends when
-/// they have).
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    state: AppState,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<JoinHandle<()>> {
-    let max_body = state.max_body;
-    let app = Router::new()
-        .route("/v1/channels/{channel}", post(publish))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    Ok(match tls {
-        Some(config) => {
-            let listener = TlsListener::new(listener, config)?;
-            tracing::info!("listening on https://{local}");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("https server: {e}");
-                }
-            })
-        }
-        None => {
-            tracing::info!("listening on http://{local}");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("http server: {e}");
-                }
-            })
-        }
-    })
-}
-
-/// The token a request carries (`Authorization: Bearer …`), when the
-/// ingress requires one: 401 without a known token. Tokens are compared in
-/// constant time and never logged.
-fn authorize<'a>(
-    tokens: &'a BTreeMap<String, IngressToken>,
-    headers: &HeaderMap,
-) -> Result<Option<(&'a str, &'a IngressToken)>, Unauthorized> {
-    if tokens.is_empty() {
-        return Ok(None);
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let found = given.and_then(|given| {
-        tokens
-            .iter()
-            .find(|(_, t)| same(t.token.expose().as_bytes(), given.as_bytes()))
-    });
-    match found {
-        Some((name, token)) => Ok(Some((name.as_str(), token))),
-        None => Err(Unauthorized),
-    }
-}
-
-/// A request without a known bearer token.
-struct Unauthorized;
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required (Authorization: Bearer TOKEN)\n",
-        )
-            .into_response()
-    }
-}
-
-/// Byte strings compared in time that depends on their length only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn publish(
+/// Publishes the body to `channel`, with the headers' content type,
+/// reply-to and metadata, once the token (if any) allows it.
+pub(super) async fn publish(
     State(state): State<AppState>,
     Path(channel): Path<String>,
     headers: HeaderMap,
@@ -264,99 +137,6 @@ fn status_of(e: &BrokerError) -> StatusCode {
         ErrorKind::Connection | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Invalid => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
-    match &state.metrics {
-        Some(handle) => (StatusCode::OK, handle.render()),
-        None => (StatusCode::NOT_FOUND, "metrics are off\n".into()),
-    }
-}
-
-/// The body of `/healthz`.
-#[derive(Serialize)]
-struct Health<'a> {
-    /// `ok`, or `failing` when no guest can run.
-    status: &'a str,
-    guests: &'a [GuestReadiness],
-}
-
-/// The body of `/readyz`.
-#[derive(Serialize)]
-struct Ready<'a> {
-    /// `ready` or `not-ready`.
-    status: &'a str,
-    /// What is not ready, one line each.
-    #[serde(rename = "not-ready")]
-    not_ready: Vec<String>,
-    clients: &'a [ClientReadiness],
-    guests: &'a [GuestReadiness],
-}
-
-/// Liveness: `200` while the host can run at least one of its guests (or
-/// has none), `503` when none can (every guest's workers died, or the host
-/// is stopping) — a restart is the cure. The body names each guest's state.
-async fn healthz(State(state): State<AppState>) -> Response {
-    let guests: Vec<_> = state
-        .runtime
-        .guests()
-        .iter()
-        .map(|g| GuestReadiness {
-            name: g.name().to_string(),
-            status: g.status(),
-        })
-        .collect();
-    let alive = guests.is_empty() || guests.iter().any(|g| g.status.is_alive());
-    let (code, status) = if alive {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "failing")
-    };
-    json(
-        code,
-        &Health {
-            status,
-            guests: &guests,
-        },
-    )
-}
-
-/// Readiness: `200` when every client is connected and every guest runs,
-/// else `503` naming what is not ready (`not-ready`, one line each).
-async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.runtime.readiness(READY_WAIT).await;
-    let ready = readiness.is_ready();
-    let (code, status) = if ready {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not-ready")
-    };
-    json(
-        code,
-        &Ready {
-            status,
-            not_ready: readiness.not_ready(),
-            clients: &readiness.clients,
-            guests: &readiness.guests,
-        },
-    )
-}
-
-/// A JSON response, one line.
-fn json(code: StatusCode, body: &impl Serialize) -> Response {
-    match serde_json::to_string(body) {
-        Ok(body) => (
-            code,
-            [(header::CONTENT_TYPE, "application/json")],
-            format!("{body}\n"),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot write the JSON body: {e}\n"),
-        )
-            .into_response(),
     }
 }
 
