@@ -3,11 +3,34 @@
 //! `CI=true`).
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 
 use courier_test_support::{Broker, Need, Trials, unique};
 
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
+
+/// `courier subscribe ARGS` with client `events` of `config`, once it says
+/// it is watching; its standard output is piped.
+fn watching(args: &[&str], config: &str) -> Child {
+    let mut sub = Command::new(COURIER)
+        .arg("subscribe")
+        .args(args)
+        .args(["--config", config, "--client", "events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("watching") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "subscriber ended early"
+        );
+    }
+    sub
+}
 
 #[cfg(feature = "nats")]
 fn publish_and_subscribe_through_nats() {
@@ -20,23 +43,8 @@ fn publish_and_subscribe_through_nats() {
     .unwrap();
     let channel = unique("tools");
     let config = config.to_str().unwrap();
-    let mut sub = Command::new(COURIER)
-        .args(["subscribe", &format!("{channel}.*"), "--count", "2"])
-        .args(["--config", config, "--client", "events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Publish once the subscriber says it is watching.
-    let mut stderr = BufReader::new(sub.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("watching") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "subscriber ended early"
-        );
-    }
+    let mut sub = watching(&[&format!("{channel}.*"), "--count", "2"], config);
     let published = Command::new(COURIER)
         .args(["publish", &format!("{channel}.a"), "first", "second"])
         .args(["--config", config, "--client", "events"])
@@ -78,22 +86,7 @@ fn subscribe_cleans_up_at_sigterm_as_at_ctrl_c() {
     };
     for signal in ["TERM", "INT"] {
         let channel = unique("tools-sig");
-        let mut sub = Command::new(COURIER)
-            .args(["subscribe", &channel])
-            .args(["--config", config.to_str().unwrap(), "--client", "events"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(sub.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("watching") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "subscriber ended early"
-            );
-        }
+        let mut sub = watching(&[&channel], config.to_str().unwrap());
         let groups = redis(&["XINFO", "GROUPS", &channel]);
         assert!(
             groups.contains("name"),
