@@ -151,7 +151,14 @@ impl AmqpBackend {
     async fn drop_link(&self, e: &BrokerError) {
         if let Some((conn, _)) = self.link.lock().await.take() {
             self.health.lost(e);
-            let _ = conn.close(200, "reconnecting".into()).await;
+            // In the background, bounded: over a dead or stalled connection
+            // the broker's close-ok never comes, and `publish` must answer
+            // within its timeout.
+            let deadline = self.options.connect_timeout.get();
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(deadline, conn.close(200, "reconnecting".into())).await;
+            });
         }
     }
 

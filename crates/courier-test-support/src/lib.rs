@@ -14,6 +14,7 @@
 //! - [`messages`], [`guests`]: reading subscriptions, and the guest
 //!   components built by the `test-programs` crate.
 //! - [`logs`]: the binary's log kept in memory, to look for secrets in.
+//! - [`proxy`]: a TCP proxy that stalls, delays or resets connections.
 
 #![deny(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod names;
 pub mod net;
 pub mod private;
 pub mod process;
+pub mod proxy;
 pub mod trials;
 pub mod wait;
 
