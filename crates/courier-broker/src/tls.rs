@@ -144,16 +144,14 @@ impl ClientTls {
             .with_custom_certificate_verifier(verifier);
         let (config, identity) = match (&options.cert_file, &options.key_file) {
             (Some(cert_file), Some(key_file)) => {
-                let cert_pem = read("cert-file", cert_file)?;
-                let key_pem = read("key-file", key_file)?;
-                let chain = CertificateDer::pem_slice_iter(&cert_pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| pem_error("cert-file", cert_file, e))?;
-                if chain.is_empty() {
-                    return Err(pem_error("cert-file", cert_file, "no certificate in it"));
-                }
-                let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                    .map_err(|e| pem_error("key-file", key_file, e))?;
+                let PemIdentity {
+                    chain,
+                    key,
+                    cert_pem,
+                    key_pem,
+                } = read_identity(cert_file, key_file).map_err(|e| {
+                    BrokerError::invalid(format!("tls `{}`: {}", e.option(), e.message))
+                })?;
                 let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
                     BrokerError::invalid(format!(
                         "tls: the key in `{}` does not fit the certificate in `{}`: {e}",
@@ -212,6 +210,81 @@ impl ClientTls {
     pub fn insecure(&self) -> bool {
         self.options.insecure_skip_verify
     }
+}
+
+/// A certificate chain and its private key, read from PEM files: for a
+/// client's mutual TLS here, and for the HTTP listener's certificate.
+pub struct PemIdentity {
+    /// The certificates, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// The certificate file as read.
+    pub cert_pem: Vec<u8>,
+    /// The key file as read.
+    pub key_pem: Vec<u8>,
+}
+
+/// Why [`read_identity`] refused its files: which file, and what is wrong
+/// (a key file's content is never quoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityError {
+    /// `true` when the key file is at fault, else the certificate file.
+    pub in_key: bool,
+    /// What is wrong, naming the file.
+    pub message: String,
+}
+
+impl IdentityError {
+    /// The option that names the file at fault: `cert-file` or `key-file`.
+    pub fn option(&self) -> &'static str {
+        if self.in_key { "key-file" } else { "cert-file" }
+    }
+}
+
+/// Reads a certificate chain (at least one `CERTIFICATE`) and a private key
+/// (PKCS#8, PKCS#1 or SEC1) from their PEM files.
+pub fn read_identity(cert_file: &Path, key_file: &Path) -> Result<PemIdentity, IdentityError> {
+    let refuse = |in_key: bool, message: String| IdentityError { in_key, message };
+    let read = |in_key: bool, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| refuse(in_key, format!("cannot read `{}`: {e}", path.display())))
+    };
+    let cert_pem = read(false, cert_file)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            refuse(
+                false,
+                format!(
+                    "`{}` is not a PEM certificate chain: {e}",
+                    cert_file.display()
+                ),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(refuse(
+            false,
+            format!("`{}` holds no PEM CERTIFICATE", cert_file.display()),
+        ));
+    }
+    let key_pem = read(true, key_file)?;
+    // The parser's own message is not shown: it may quote the file.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        refuse(
+            true,
+            format!(
+                "`{}` holds no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)",
+                key_file.display()
+            ),
+        )
+    })?;
+    Ok(PemIdentity {
+        chain,
+        key,
+        cert_pem,
+        key_pem,
+    })
 }
 
 /// Where a client connects: its url and, when it speaks TLS, how.
@@ -414,6 +487,26 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("no certificate in it"), "{e}");
+        // A key file that is not a key: refused without quoting it.
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.pem"), "s3cret-not-a-key").unwrap();
+        let e = ClientTls::load(TlsOptions {
+            cert_file: Some(cert),
+            key_file: Some(dir.path().join("key.pem")),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("tls `key-file`") && e.contains("holds no PEM private key"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
         let e = ClientTls::load(TlsOptions {
             insecure_skip_verify: true,
             server_name: Some("not a name!".into()),

@@ -7,8 +7,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use courier_broker::tls::read_identity;
 use courier_embedded::SyncPolicy;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use toml::Spanned;
@@ -162,42 +162,15 @@ impl HostConfig {
                 ));
             }
         };
-        let read = |key: &str, file: &Spanned<PathBuf>| {
-            let path = base.join(file.get_ref());
-            std::fs::read(&path)
-                .map(|bytes| (path.clone(), bytes))
-                .map_err(|e| at(key, file, format!("cannot read `{}`: {e}", path.display())))
-        };
-        let (path, pem) = read("tls-cert-file", cert_file)?;
-        let cert_chain = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                at(
-                    "tls-cert-file",
-                    cert_file,
-                    format!("`{}` is not a PEM certificate chain: {e}", path.display()),
-                )
-            })?;
-        if cert_chain.is_empty() {
-            return Err(at(
-                "tls-cert-file",
-                cert_file,
-                format!("`{}` holds no PEM CERTIFICATE", path.display()),
-            ));
-        }
-        let (path, pem) = read("tls-key-file", key_file)?;
-        // The parser's own message is not shown: it may quote the file.
-        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-            at(
-                "tls-key-file",
-                key_file,
-                format!(
-                    "`{}` holds no PEM private key (PRIVATE KEY, RSA PRIVATE KEY \
-                     or EC PRIVATE KEY)",
-                    path.display()
-                ),
-            )
+        let pem = read_identity(
+            &base.join(cert_file.get_ref()),
+            &base.join(key_file.get_ref()),
+        )
+        .map_err(|e| {
+            let file = if e.in_key { key_file } else { cert_file };
+            at(&format!("tls-{}", e.option()), file, e.message)
         })?;
+        let (cert_chain, key) = (pem.chain, pem.key);
         Ok(Some(TlsIdentity { cert_chain, key }))
     }
 }
