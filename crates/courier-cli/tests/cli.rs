@@ -539,13 +539,22 @@ fn a_full_ingress_queue_answers_503_with_retry_after() {
         .arg("--config")
         .arg(&config)
         .args(["--listen", &addr])
-        .stderr(Stdio::null());
-    let (_server, _rx) = Server::start(command, port);
+        .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap());
+    let (mut server, _rx) = Server::start(command, port);
+    // When the host stops answering, say how it ended and what it logged.
+    let mut post = |n: usize| match TcpStream::connect(&addr) {
+        Ok(_) => http(&addr, &post_request("cmd", "", "loop")),
+        Err(e) => panic!(
+            "post {n}: {e}; the host: {:?}\n{}",
+            server.0.try_wait(),
+            std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default()
+        ),
+    };
     for n in 1..=3 {
-        let response = http(&addr, &post_request("cmd", "", "loop"));
+        let response = post(n);
         assert!(response.starts_with("HTTP/1.1 202"), "{n}: {response}");
     }
-    let response = http(&addr, &post_request("cmd", "", "loop"));
+    let response = post(4);
     assert!(
         response.starts_with("HTTP/1.1 503")
             && response.to_ascii_lowercase().contains("retry-after: 1")
