@@ -156,6 +156,14 @@ pub trait Subscription: Send {
 
     /// Stops delivery. Unsettled deliveries go back to the broker.
     async fn close(&mut self) -> Result<(), BrokerError>;
+
+    /// Stops delivery because the host shuts down: like
+    /// [`Subscription::close`], except that a subscription whose membership
+    /// lives in a session of its own (MQTT) keeps it, so the broker goes on
+    /// keeping messages for it until the host comes back.
+    async fn detach(&mut self) -> Result<(), BrokerError> {
+        self.close().await
+    }
 }
 
 /// One message handed out by a subscription, to be settled exactly once.

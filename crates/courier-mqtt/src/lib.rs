@@ -9,10 +9,14 @@
 //!   (QoS 1) or PUBCOMP (QoS 2).
 //! - [`subscriber`]: one connection per subscription, with manual acks: the
 //!   PUBACK goes out only once the guest settled the message.
+//! - `session`: the persistent sessions of point-to-point subscriptions
+//!   (stable client ids, one slot per member of a group) and the rule that
+//!   a PUBACK goes out only on the connection its message came on.
 #![deny(missing_docs)]
 
 pub mod options;
 pub mod publisher;
+mod session;
 pub mod subscriber;
 pub mod topics;
 
@@ -55,7 +59,8 @@ impl courier_broker::factory::BackendFactory for Mqtt {
 
 /// What an MQTT client promises.
 const FEATURES: Features = Features {
-    // Subscriptions are clean sessions unless `durable` names one.
+    // Broadcast subscriptions are clean sessions unless `durable` names
+    // one (point-to-point ones keep their session by default).
     durable: false,
     ..Features::ALL
 };
@@ -64,6 +69,8 @@ const FEATURES: Features = Features {
 pub struct MqttBackend {
     options: MqttOptions,
     publisher: publisher::Publisher,
+    /// What the subscriptions' sessions handed out.
+    inflight: std::sync::Arc<session::Inflight>,
 }
 
 impl MqttBackend {
@@ -80,7 +87,11 @@ impl MqttBackend {
     ) -> Result<Self, BrokerError> {
         let options = options.at_endpoint(endpoint)?;
         let publisher = publisher::Publisher::connect(&options).await?;
-        Ok(Self { options, publisher })
+        Ok(Self {
+            options,
+            publisher,
+            inflight: Default::default(),
+        })
     }
 }
 
@@ -103,6 +114,6 @@ impl Backend for MqttBackend {
         &self,
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
-        subscriber::subscribe(&self.options, spec).await
+        subscriber::subscribe(&self.options, self.inflight.clone(), spec).await
     }
 }

@@ -33,6 +33,9 @@ pub struct MqttOptions {
     /// Deadline of connecting and of each acknowledgement.
     #[serde(rename = "connect-timeout-ms")]
     pub connect_timeout: ConnectTimeout,
+    /// How long the broker keeps a persistent session (what it queued for a
+    /// subscription) while Courier is away, in seconds (default one day).
+    pub session_expiry_s: u32,
 }
 
 impl Default for MqttOptions {
@@ -45,6 +48,7 @@ impl Default for MqttOptions {
             qos: QoS::AtLeastOnce,
             client_id: "courier".into(),
             connect_timeout: ConnectTimeout::default(),
+            session_expiry_s: 24 * 3600,
         }
     }
 }
@@ -59,6 +63,11 @@ pub struct MqttExtensions {
     /// The client id of a persistent session, kept by the broker while
     /// Courier is away.
     pub durable: Option<String>,
+    /// Whether the subscription keeps a persistent session: by default
+    /// point-to-point subscriptions do (`false` makes them clean sessions,
+    /// which lose what the broker holds for them when they close), and
+    /// broadcast ones do not.
+    pub persistent: Option<bool>,
 }
 
 /// A QoS level from `0`, `1` or `2`.

@@ -16,7 +16,7 @@ use courier_broker::{BrokerError, Message};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason};
-use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, Request};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -39,13 +39,36 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// The live connection was lost: every request waiting now is in
-    /// rumqttc's pending list (it drains its channel into it), to be resent
-    /// if the session resumes. (A waiter pushed in the instant between that
-    /// drain and this call would be counted wrongly; the window is the
-    /// length of a channel send.)
-    fn lost(&mut self) {
-        self.doomed = self.queued.len();
+    /// The live connection was lost. rumqttc moved the requests still in
+    /// its channel into its pending list, to be resent if the session
+    /// resumes: `unassigned` of them, the publishes without a packet id
+    /// yet. Their waiters are the first of `queued` once the events the
+    /// old connection left behind are read (they come before the next
+    /// CONNACK).
+    fn lost(&mut self, unassigned: usize) {
+        self.doomed = unassigned;
+    }
+
+    /// The next request was written with packet id `pkid` (or a request
+    /// was written again: ignored).
+    fn written(&mut self, pkid: u16, qos: QoS) {
+        if self.sent.contains_key(&pkid) {
+            return; // a retransmission
+        }
+        if let Some(done) = self.queued.pop_front() {
+            if qos == QoS::AtMostOnce {
+                let _ = done.send(Ok(()));
+            } else {
+                self.sent.insert(pkid, done);
+            }
+        }
+    }
+
+    /// The broker acknowledged packet `pkid`.
+    fn acknowledged(&mut self, pkid: u16, result: Result<(), BrokerError>) {
+        if let Some(done) = self.sent.remove(&pkid) {
+            let _ = done.send(result);
+        }
     }
 
     /// Connected again. In a new session rumqttc dropped the pending
@@ -99,16 +122,17 @@ pub(crate) fn mqtt_options(options: &MqttOptions, id: String) -> rumqttc::v5::Mq
     o
 }
 
-/// Polls `eventloop` until the broker accepts the connection.
+/// Polls `eventloop` until the broker accepts the connection; whether it
+/// resumed a session.
 pub(crate) async fn connected(
     eventloop: &mut EventLoop,
     options: &MqttOptions,
-) -> Result<(), BrokerError> {
+) -> Result<bool, BrokerError> {
     let address = format!("{}:{}", options.host, options.port);
     let wait = async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Ok(ack.session_present),
                 Ok(_) => {}
                 Err(e) => return Err(connection_error(e).context(&address)),
             }
@@ -205,6 +229,10 @@ impl Drop for Publisher {
     }
 }
 
+fn refused(reason: impl std::fmt::Debug) -> BrokerError {
+    BrokerError::other(format!("the broker refused the message: {reason:?}"))
+}
+
 async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, link: Link) {
     // Whether the connection was up: rumqttc moves its requests into its
     // pending list only when a live connection fails, not when a reconnect
@@ -217,49 +245,72 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, l
                 lock(&waiting).reconnected(ack.session_present);
                 link.restored();
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                let mut w = lock(&waiting);
-                if w.sent.contains_key(&pkid) {
-                    continue; // a retransmission
-                }
-                if let Some(done) = w.queued.pop_front() {
-                    if qos == QoS::AtMostOnce {
-                        let _ = done.send(Ok(()));
-                    } else {
-                        w.sent.insert(pkid, done);
-                    }
-                }
-            }
+            // Also an event the failed connection left behind (it comes
+            // before the CONNACK): rumqttc had given the request its packet
+            // id when the write failed.
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&waiting).written(pkid, qos),
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some(done) = lock(&waiting).sent.remove(&ack.pkid) {
-                    let _ = done.send(match ack.reason {
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                        r => Err(BrokerError::other(format!(
-                            "the broker refused the message: {r:?}"
-                        ))),
-                    });
-                }
+                let result = match ack.reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                    r => Err(refused(r)),
+                };
+                lock(&waiting).acknowledged(ack.pkid, result);
             }
             Ok(Event::Incoming(Packet::PubComp(comp))) => {
-                if let Some(done) = lock(&waiting).sent.remove(&comp.pkid) {
-                    let _ = done.send(match comp.reason {
-                        PubCompReason::Success => Ok(()),
-                        r => Err(BrokerError::other(format!(
-                            "the broker refused the message: {r:?}"
-                        ))),
-                    });
-                }
+                let result = match comp.reason {
+                    PubCompReason::Success => Ok(()),
+                    r => Err(refused(r)),
+                };
+                lock(&waiting).acknowledged(comp.pkid, result);
             }
             Ok(_) => {}
             Err(e) => {
                 // Polling again reconnects; rumqttc resends unacknowledged
                 // publishes with their packet ids if the session resumes.
                 if std::mem::take(&mut up) {
-                    lock(&waiting).lost();
+                    let unassigned = eventloop
+                        .pending
+                        .iter()
+                        .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+                        .count();
+                    lock(&waiting).lost(unassigned);
                 }
                 let delay = link.lost(&e);
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(w: &mut Waiting) -> oneshot::Receiver<Result<(), BrokerError>> {
+        let (tx, rx) = oneshot::channel();
+        w.queued.push_back(tx);
+        rx
+    }
+
+    /// A write that fails after rumqttc gave the request its packet id
+    /// leaves that `Outgoing::Publish` event behind, to be read after the
+    /// failure; then the reconnect starts a new session. Every waiter must
+    /// get the answer of its own request.
+    #[test]
+    fn a_write_that_failed_does_not_shift_the_answers() {
+        let mut w = Waiting::default();
+        let first = waiter(&mut w); // given packet id 7, then the write failed
+        let second = waiter(&mut w); // still in the channel: moved to pending
+        w.lost(1);
+        w.written(7, QoS::AtLeastOnce); // the event left behind
+        let third = waiter(&mut w); // requested while reconnecting
+        w.reconnected(false);
+        w.written(8, QoS::AtLeastOnce);
+        w.acknowledged(8, Ok(()));
+        let answer = |mut rx: oneshot::Receiver<Result<(), BrokerError>>| rx.try_recv().unwrap();
+        assert!(answer(first).is_err(), "dropped with the old session");
+        assert!(answer(second).is_err(), "dropped with the old session");
+        assert!(answer(third).is_ok(), "written and acknowledged");
+        assert!(w.queued.is_empty() && w.sent.is_empty());
     }
 }

@@ -3,9 +3,11 @@
 //! The PUBACK of a message goes out only when the guest settled it. A
 //! rejected message is redelivered in process ([`courier_broker::retry`])
 //! and acknowledged to the broker when a redelivery is finally accepted or
-//! dead-lettered; if Courier dies first, the broker resends it when a
-//! persistent session (`durable` option) resumes. Point-to-point is a shared
-//! subscription (`$share/GROUP/…`).
+//! dead-lettered; if Courier stops or dies first, the broker resends it when
+//! the persistent session resumes. Point-to-point is a shared subscription
+//! (`$share/GROUP/…`) with a persistent session by default
+//! ([`crate::session`]); broadcast subscriptions have clean sessions unless
+//! the `durable` extension names one.
 //!
 //! Unsubscribing stops new messages at once, but the connection stays open
 //! until every delivery already handed out has been settled or dropped: the
@@ -30,12 +32,14 @@ use tokio::sync::watch;
 
 use crate::options::{MqttExtensions, MqttOptions};
 use crate::publisher::{client_id, connected, mqtt_options};
+use crate::session::{AckGate, Arrival, Claim, Inflight, Route, SessionId, Tag, taken_over};
 use crate::topics::{from_publish, to_filter};
 use crate::{KIND, connection_error};
 
 /// Opens a subscription on a connection of its own.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     options: &MqttOptions,
+    inflight: Arc<Inflight>,
     spec: SubscriptionSpec,
 ) -> Result<Box<dyn Subscription>, BrokerError> {
     let extensions: MqttExtensions = courier_broker::extensions::parse(KIND, &spec.options)?;
@@ -45,18 +49,33 @@ pub async fn subscribe(
         Mode::Broadcast => None,
     };
     let filter = to_filter(&spec.pattern, group);
-    let durable = extensions.durable;
-    let id = durable
-        .clone()
-        .unwrap_or_else(|| client_id(&options.client_id, "sub"));
-    let mut mqtt = mqtt_options(options, id);
+    let (mut session, persistent) = match (extensions.durable, group) {
+        (Some(name), _) => (SessionId::fixed(name), true),
+        (None, Some(group)) if extensions.persistent != Some(false) => {
+            (SessionId::shared(&options.client_id, group, &filter), true)
+        }
+        (None, _) => (
+            SessionId::fixed(client_id(&options.client_id, "sub")),
+            extensions.persistent == Some(true),
+        ),
+    };
+    let gate = Arc::new(AckGate::new());
+    let current = inflight.claim(&mut session, &gate);
+    let mut mqtt = mqtt_options(options, current.to_string());
     mqtt.set_manual_acks(true);
-    if durable.is_some() {
+    if persistent {
         mqtt.set_clean_start(false);
-        mqtt.set_session_expiry_interval(Some(7 * 24 * 3600));
+        mqtt.set_session_expiry_interval(Some(options.session_expiry_s));
     }
     let (client, mut eventloop) = AsyncClient::new(mqtt, 1000);
-    connected(&mut eventloop, options).await?;
+    if !connected(&mut eventloop, options).await? {
+        inflight.new_life(&current);
+    }
+    let tag = |gate: &AckGate, current: &Arc<str>| Tag {
+        session: current.clone(),
+        life: inflight.life(current),
+        generation: gate.generation(),
+    };
     client
         .subscribe(filter.clone(), qos)
         .await
@@ -64,7 +83,7 @@ pub async fn subscribe(
     let (tx, rx) = mpsc::unbounded();
     let early = subscribed(&mut eventloop, options.connect_timeout.get(), &filter).await?;
     for p in early {
-        let _ = tx.unbounded_send(p);
+        let _ = tx.unbounded_send((tag(&gate, &current), p));
     }
     let link = Link::new(
         KIND,
@@ -76,21 +95,34 @@ pub async fn subscribe(
     let (closing, closed) = watch::channel(false);
     let (unsubscribed_tx, unsubscribed) = watch::channel(false);
     // Ends by itself once the connection is closed (see `Connection`).
-    tokio::spawn(run(
+    let requeue = tx.clone();
+    let task = tokio::spawn(run(
         eventloop,
-        client.clone(),
-        filter.clone(),
-        qos,
-        tx,
-        link,
+        Loop {
+            client: client.clone(),
+            filter: filter.clone(),
+            qos,
+            tx,
+            link,
+            gate: gate.clone(),
+            inflight: inflight.clone(),
+            session,
+        },
         Signals {
             closed,
             unsubscribed: unsubscribed_tx,
         },
     ));
     Ok(Box::new(MqttSubscription {
-        connection: Some(Arc::new(Connection { client, closing })),
+        connection: Some(Arc::new(Connection {
+            client,
+            gate,
+            closing,
+        })),
+        inflight,
+        requeue,
         unsubscribed,
+        task,
         timeout: options.connect_timeout.get(),
         filter,
         pattern: spec.pattern,
@@ -143,17 +175,35 @@ struct Signals {
     unsubscribed: watch::Sender<bool>,
 }
 
-/// Forwards incoming messages; subscribes again after a reconnect that
-/// lost the session; returns once the connection is closed.
-async fn run(
-    mut eventloop: EventLoop,
+/// What the event loop task works with.
+struct Loop {
     client: AsyncClient,
     filter: String,
     qos: QoS,
-    tx: mpsc::UnboundedSender<Publish>,
+    /// Incoming messages, each with the session and connection it came on.
+    tx: mpsc::UnboundedSender<(Tag, Publish)>,
     link: Link,
-    signals: Signals,
-) {
+    gate: Arc<AckGate>,
+    inflight: Arc<Inflight>,
+    session: SessionId,
+}
+
+/// Forwards incoming messages; subscribes again after a reconnect that
+/// lost the session; moves to another slot when the session was taken
+/// over; returns once the connection is closed.
+async fn run(mut eventloop: EventLoop, state: Loop, signals: Signals) {
+    let Loop {
+        client,
+        filter,
+        qos,
+        tx,
+        link,
+        gate,
+        inflight,
+        mut session,
+    } = state;
+    let mut current: Arc<str> = session.current().into();
+    debug_assert_eq!(eventloop.options.client_id(), current.as_ref());
     let Signals {
         mut closed,
         unsubscribed,
@@ -163,7 +213,12 @@ async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // After an unsubscribe nobody takes messages any more; the
                 // ones still arriving are not acknowledged.
-                let _ = tx.unbounded_send(p);
+                let tag = Tag {
+                    session: current.clone(),
+                    life: inflight.life(&current),
+                    generation: gate.generation(),
+                };
+                let _ = tx.unbounded_send((tag, p));
             }
             // The broker closes the connection after the DISCONNECT: the
             // poll after this one fails, and ends the loop below.
@@ -172,8 +227,10 @@ async fn run(
                 unsubscribed.send_replace(true);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                gate.connected();
                 link.restored();
                 if !ack.session_present {
+                    inflight.new_life(&current);
                     tracing::info!(%filter, "mqtt: the session was not kept; subscribing again");
                     if let Err(e) = client.try_subscribe(filter.clone(), qos) {
                         tracing::warn!(%filter, "mqtt: subscribing again: {e}");
@@ -182,10 +239,24 @@ async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if *closed.borrow() {
+                gate.lost();
+                // A closing subscription does not connect again: what its
+                // session holds is sent to the next connection to it (a
+                // re-subscription of this guest, or the next start).
+                if *closed.borrow() || gate.is_closing() {
                     return;
                 }
-                // Polling again reconnects (resuming a `durable` session).
+                if taken_over(&e) {
+                    let old = current.clone();
+                    if session.next().is_some() {
+                        current = inflight.claim(&mut session, &gate);
+                        tracing::info!(%filter, "mqtt: another member of the group took over session `{old}`; continuing as `{current}`");
+                        eventloop.options.set_client_id(current.to_string());
+                    } else {
+                        tracing::warn!(%filter, "mqtt: another client took over session `{old}`");
+                    }
+                }
+                // Polling again reconnects (resuming a persistent session).
                 let delay = link.lost(&e);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -200,6 +271,8 @@ async fn run(
 /// delivery it handed out: the last holder to go disconnects.
 struct Connection {
     client: AsyncClient,
+    /// Whether an acknowledgement may go out.
+    gate: Arc<AckGate>,
     /// Tells the event loop to stop rather than reconnect.
     closing: watch::Sender<bool>,
 }
@@ -216,12 +289,19 @@ struct MqttSubscription {
     connection: Option<Arc<Connection>>,
     /// Set once the broker confirmed the unsubscribe.
     unsubscribed: watch::Receiver<bool>,
+    /// The event loop task: ends once the connection is closed.
+    task: tokio::task::JoinHandle<()>,
     /// How long to wait for that confirmation.
     timeout: Duration,
     filter: String,
     pattern: Pattern,
-    rx: mpsc::UnboundedReceiver<Publish>,
+    rx: mpsc::UnboundedReceiver<(Tag, Publish)>,
     retries: Arc<LocalRetries>,
+    /// What the client's sessions handed out.
+    inflight: Arc<Inflight>,
+    /// The sender of `rx`, for a copy held back that is to be handed out
+    /// after all.
+    requeue: mpsc::UnboundedSender<(Tag, Publish)>,
 }
 
 #[async_trait]
@@ -229,25 +309,41 @@ impl Subscription for MqttSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         let connection = self.connection.clone()?;
         loop {
-            let publish = match self.retries.next_from(&mut self.rx).await {
+            let (tag, publish) = match self.retries.next_from(&mut self.rx).await {
                 Next::Retry(d) => return Some(Ok(d)),
                 Next::Source(p) => p?,
             };
             let message = from_publish(&publish);
             // `#` also matches the parent level, `>` does not.
             if !self.pattern.matches(&message.topic) {
-                let _ = connection.client.try_ack(&publish);
+                let _ = connection
+                    .gate
+                    .ack(&connection.client, tag.generation, &publish)
+                    .await;
                 continue;
             }
             let attempt = if publish.dup { 2 } else { 1 };
+            if publish.qos == QoS::AtMostOnce {
+                return Some(Ok(self.retries.delivery_settling(message, attempt, None)));
+            }
+            let pkid = publish.pkid;
+            let route = Route {
+                client: connection.client.clone(),
+                gate: connection.gate.clone(),
+                generation: tag.generation,
+                publish,
+            };
+            match self.inflight.arrived(&tag, route, &self.requeue).await {
+                Arrival::New => {}
+                Arrival::Held | Arrival::Settled => continue,
+            }
             let connection = connection.clone();
+            let claim = Claim::new(self.inflight.clone(), tag, pkid);
             let settle: Settle = Box::new(move || {
                 Box::pin(async move {
-                    connection
-                        .client
-                        .ack(&publish)
-                        .await
-                        .map_err(connection_error)
+                    // The connection stays open until this delivery is settled.
+                    let _open = connection;
+                    claim.settle().await
                 })
             });
             return Some(Ok(self.retries.delivery_settling(
@@ -268,17 +364,40 @@ impl Subscription for MqttSubscription {
         let Some(connection) = self.connection.take() else {
             return Ok(());
         };
+        // A subscription made again may take this session over from now on.
+        connection.gate.close();
         connection
             .client
             .unsubscribe(self.filter.clone())
             .await
             .map_err(connection_error)?;
-        tokio::time::timeout(self.timeout, self.unsubscribed.wait_for(|done| *done))
+        let confirmed =
+            tokio::time::timeout(self.timeout, self.unsubscribed.wait_for(|done| *done))
+                .await
+                .map_err(|_| BrokerError::timeout("mqtt unsubscribe", self.timeout))?;
+        match confirmed {
+            Ok(_) => Ok(()),
+            // A subscription made again took the session over: it has the
+            // session's subscription now.
+            Err(_) if connection.gate.superseded() => Ok(()),
+            Err(_) => Err(connection_error(
+                "the connection closed before the unsubscribe was confirmed",
+            )),
+        }
+    }
+    /// Disconnects without unsubscribing: a persistent session keeps the
+    /// subscription, and the broker keeps queuing for it until the host
+    /// comes back; what was handed out and not acknowledged is sent again
+    /// then. Waits (up to the timeout) until the connection is closed, so
+    /// the last PUBACKs are written before the host exits.
+    async fn detach(&mut self) -> Result<(), BrokerError> {
+        self.retries.clear();
+        if self.connection.take().is_none() {
+            return Ok(());
+        }
+        tokio::time::timeout(self.timeout, &mut self.task)
             .await
-            .map_err(|_| BrokerError::timeout("mqtt unsubscribe", self.timeout))?
-            .map_err(|_| {
-                connection_error("the connection closed before the unsubscribe was confirmed")
-            })?;
-        Ok(())
+            .map_err(|_| BrokerError::timeout("mqtt disconnect", self.timeout))?
+            .map_err(|e| BrokerError::other(format!("the connection task failed: {e}")))
     }
 }

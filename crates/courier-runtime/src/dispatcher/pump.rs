@@ -1,6 +1,7 @@
 //! The pump: moves deliveries from one broker subscription into the guest's
 //! bounded queue, taking only what the queue has room for, and closes the
-//! subscription when told to (at shutdown, once the workers have settled).
+//! subscription when told to (at shutdown, once the workers have settled,
+//! detaching it: a persistent membership stays for the next start).
 //!
 //! Every wait of a pump yields to its stop signal (`biased`, the stop
 //! first): a pump blocked on a full queue, or waiting to retry its
@@ -40,10 +41,13 @@ pub(crate) async fn pump(
     guest: Arc<str>,
 ) {
     let shutdown = feed(sub.as_mut(), &source, tx, &load, &mut stop, &guest).await;
-    if shutdown {
+    let closed = if shutdown {
         let _ = workers_done.wait_for(|done| *done).await;
-    }
-    if let Err(e) = sub.close().await {
+        sub.detach().await
+    } else {
+        sub.close().await
+    };
+    if let Err(e) = closed {
         tracing::warn!(guest = %guest, "closing subscription: {e}");
     }
 }

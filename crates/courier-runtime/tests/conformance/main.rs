@@ -18,23 +18,8 @@ use suite::Target;
 
 /// Adds every case of the suite for one backend, named `module::case`.
 fn backend(trials: &mut Trials, module: &str, needs: &[Need], target: fn() -> Target) {
-    backend_with_known_issues(trials, module, needs, target, &[]);
-}
-
-/// Like [`backend`], with `known` cases (and why) ignored on this backend:
-/// they run with `--ignored`, and their reason is printed.
-fn backend_with_known_issues(
-    trials: &mut Trials,
-    module: &str,
-    needs: &[Need],
-    target: fn() -> Target,
-    known: &[(&str, &str)],
-) {
     for &(case, run) in suite::CASES {
         trials.tokio(format!("{module}::{case}"), needs, move || run(target()));
-        if let Some((_, why)) = known.iter().find(|(k, _)| *k == case) {
-            trials.ignored(why);
-        }
     }
 }
 
@@ -142,17 +127,11 @@ fn main() -> ExitCode {
     #[cfg(feature = "amqp")]
     backend(&mut trials, "amqp", &[Need::Broker(Broker::RabbitMq)], amqp);
     #[cfg(feature = "mqtt")]
-    backend_with_known_issues(
+    backend(
         &mut trials,
         "mqtt",
         &[Need::Broker(Broker::Mosquitto)],
         mqtt,
-        &[(
-            "settling_after_unsubscribing_mid_call",
-            "known loss (issue 13): the message sent after a guest re-subscribed mid-call \
-             never reaches it in about 1 full-suite run in 8 here; likely Mosquitto routes it \
-             to the closing clean-session member of the shared subscription, which drops it",
-        )],
     );
     trials.run()
 }
