@@ -48,6 +48,8 @@ pub struct PrivateBroker {
     tls: Option<Certs>,
     /// A nats-server configuration file to start with.
     nats_conf: Option<PathBuf>,
+    /// More nats-server arguments (a cluster node's).
+    nats_args: Vec<String>,
     /// Times the broker was stopped or killed while running.
     pub faults: u32,
 }
@@ -110,6 +112,14 @@ impl PrivateBroker {
         broker.boot()
     }
 
+    /// A nats-server with JetStream started with `args` added to its
+    /// command line (the cluster options of a [`NatsCluster`](crate::cluster::NatsCluster) node).
+    pub(crate) fn start_nats_with(args: Vec<String>) -> Self {
+        let mut broker = Self::new(Broker::Nats, None, None);
+        broker.nats_args = args;
+        broker.boot()
+    }
+
     /// Like [`PrivateBroker::url_as`], with the backend's TLS scheme
     /// (`tls://`, `rediss://`, `amqps://`, `mqtts://`).
     pub fn tls_url_as(&self, user: &str, password: &str) -> String {
@@ -155,6 +165,7 @@ impl PrivateBroker {
             auth,
             tls,
             nats_conf: None,
+            nats_args: Vec::new(),
             faults: 0,
         }
     }
@@ -290,6 +301,7 @@ impl PrivateBroker {
                 if let Some((user, password)) = &self.auth {
                     cmd.args(["--user", user, "--pass", password]);
                 }
+                cmd.args(&self.nats_args);
                 if let Some(conf) = &self.nats_conf {
                     cmd.arg("-c").arg(conf);
                 }
@@ -394,6 +406,12 @@ impl PrivateBroker {
             boot_time(self.kind),
             self.log()
         );
+    }
+
+    /// Whether the broker's process runs (it was not killed or stopped
+    /// since it was last started).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Whether the broker accepts connections.

@@ -1,0 +1,217 @@
+//! A cluster of nats-servers with JetStream on loopback, for chaos tests.
+//!
+//! [`NatsCluster::start`] runs three (or more) nats-server processes, each
+//! a [`PrivateBroker`] of its own (a client port, a data directory, killed
+//! on drop) with `-js`, a server name (`node-1`, …), a cluster port, the
+//! cluster name and routes to the other nodes, and a monitoring port. It
+//! returns once the nodes agree on a JetStream meta leader (read from each
+//! node's `/jsz`), so that a stream can be created with replicas. A test
+//! kills a node with SIGKILL ([`NatsCluster::kill`]) and starts it again on
+//! the same ports and data ([`NatsCluster::restart`]), the way nats-server's
+//! own JetStream chaos tests do. Clients connect with [`NatsCluster::url`],
+//! which lists every node.
+//!
+//! A test that runs one says so with `Need::Installed(Broker::Nats)`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::brokers::Broker;
+use crate::net::free_port;
+use crate::private::PrivateBroker;
+use crate::wait::eventually;
+
+/// The cluster name the nodes share.
+const NAME: &str = "courier";
+
+/// One node: its broker process and its ports.
+struct Node {
+    name: String,
+    broker: PrivateBroker,
+    monitor: u16,
+}
+
+/// A nats-server cluster with JetStream, every node on loopback.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    /// Nodes killed so far.
+    pub kills: u32,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits (up to 30 s) until they have a
+    /// JetStream meta leader; panics when they do not.
+    pub fn start(size: usize) -> Self {
+        assert!(size >= 1, "a cluster of at least one node");
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let name = format!("node-{}", i + 1);
+                let monitor = free_port();
+                let others: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, port)| format!("nats://127.0.0.1:{port}"))
+                    .collect();
+                let args = vec![
+                    "-n".into(),
+                    name.clone(),
+                    "-m".into(),
+                    monitor.to_string(),
+                    "--cluster_name".into(),
+                    NAME.into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    others.join(","),
+                ];
+                Node {
+                    name,
+                    broker: PrivateBroker::start_nats_with(args),
+                    monitor,
+                }
+            })
+            .collect();
+        let cluster = Self { nodes, kills: 0 };
+        cluster.wait_ready(Duration::from_secs(30));
+        cluster
+    }
+
+    /// How many nodes the cluster has.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The url listing every node (`nats://127.0.0.1:P1,nats://…`).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| Broker::Nats.url_at(n.broker.port()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The `backend` and `url` lines of a `[clients.*]` table for the cluster.
+    pub fn client(&self) -> String {
+        format!("backend = \"nats\"\nurl = \"{}\"", self.url())
+    }
+
+    /// The server name of node `i` (`node-1` for 0).
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    /// Whether node `i` runs.
+    pub fn running(&self, i: usize) -> bool {
+        self.nodes[i].broker.running()
+    }
+
+    /// Kills node `i` with SIGKILL and waits until its process is gone.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].broker.kill();
+        self.kills += 1;
+    }
+
+    /// Starts node `i` again on its ports and data, and waits until it
+    /// accepts connections (it catches up with the others by itself).
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].broker.restart();
+    }
+
+    /// The JetStream meta leader node `i` knows of, from its `/jsz`; `None`
+    /// when it does not answer or knows of none.
+    pub fn meta_leader(&self, i: usize) -> Option<String> {
+        let jsz = http_get_json(self.nodes[i].monitor, "/jsz")?;
+        let leader = jsz.get("meta_cluster")?.get("leader")?.as_str()?;
+        (!leader.is_empty()).then(|| leader.to_string())
+    }
+
+    /// The servers holding `stream` (its leader and replicas, by server
+    /// name), as the first running node that knows the stream reports them
+    /// in its `/jsz`; `None` when none does.
+    pub fn stream_peers(&self, stream: &str) -> Option<Vec<String>> {
+        (0..self.size()).filter(|i| self.running(*i)).find_map(|i| {
+            let jsz = http_get_json(self.nodes[i].monitor, "/jsz?streams=true")?;
+            let detail = jsz
+                .get("account_details")?
+                .as_array()?
+                .iter()
+                .filter_map(|a| a.get("stream_detail")?.as_array())
+                .flatten()
+                .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(stream))?;
+            let cluster = detail.get("cluster")?;
+            let mut peers: Vec<String> = cluster
+                .get("leader")
+                .and_then(|l| l.as_str())
+                .into_iter()
+                .chain(
+                    cluster
+                        .get("replicas")
+                        .and_then(|r| r.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.get("name")?.as_str()),
+                )
+                .map(str::to_string)
+                .collect();
+            peers.sort();
+            Some(peers)
+        })
+    }
+
+    /// Whether every running node names the same meta leader, and that
+    /// leader runs.
+    pub fn ready(&self) -> bool {
+        let mut leaders = (0..self.size())
+            .filter(|i| self.running(*i))
+            .map(|i| self.meta_leader(i));
+        let Some(Some(first)) = leaders.next() else {
+            return false;
+        };
+        let agreed = leaders.all(|l| l.as_deref() == Some(first.as_str()));
+        agreed && (0..self.size()).any(|i| self.running(i) && self.nodes[i].name == first)
+    }
+
+    /// Waits until [`NatsCluster::ready`]; panics with the nodes' logs
+    /// after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        if !eventually(timeout, || self.ready()) {
+            let logs: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("--- {}:\n{}", n.name, n.broker.log()))
+                .collect();
+            panic!(
+                "the NATS cluster elected no JetStream meta leader within {timeout:?}:\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+
+    /// The end of node `i`'s log, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].broker.log()
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0), the body parsed as JSON;
+/// `None` on any failure.
+fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let ok = head.starts_with("HTTP/1.") && head.split(' ').nth(1) == Some("200");
+    if !ok {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
