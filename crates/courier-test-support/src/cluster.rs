@@ -13,6 +13,7 @@
 //!
 //! A test that runs one says so with `Need::Installed(Broker::Nats)`.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -128,9 +129,18 @@ impl NatsCluster {
         (!leader.is_empty()).then(|| leader.to_string())
     }
 
-    /// The servers holding `stream` (its leader and replicas, by server
-    /// name), as the first running node that knows the stream reports them
-    /// in its `/jsz`; `None` when none does.
+    /// How many clients are connected to node `i`, from its `/connz`;
+    /// `None` when it does not answer.
+    pub fn clients(&self, i: usize) -> Option<u64> {
+        http_get_json(self.nodes[i].monitor, "/connz")?
+            .get("num_connections")?
+            .as_u64()
+    }
+
+    /// The servers holding `stream`, by server name, once it has a leader:
+    /// the first running node whose `/jsz` lists the stream (so holds a
+    /// copy), with the peers it names (its leader and the replicas other
+    /// than itself). `None` when no node lists it or it has no leader.
     pub fn stream_peers(&self, stream: &str) -> Option<Vec<String>> {
         (0..self.size()).filter(|i| self.running(*i)).find_map(|i| {
             let jsz = http_get_json(self.nodes[i].monitor, "/jsz?streams=true")?;
@@ -142,22 +152,19 @@ impl NatsCluster {
                 .flatten()
                 .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(stream))?;
             let cluster = detail.get("cluster")?;
-            let mut peers: Vec<String> = cluster
-                .get("leader")
-                .and_then(|l| l.as_str())
+            let leader = cluster.get("leader")?.as_str().filter(|l| !l.is_empty())?;
+            let replicas = cluster
+                .get("replicas")
+                .and_then(|r| r.as_array())
                 .into_iter()
-                .chain(
-                    cluster
-                        .get("replicas")
-                        .and_then(|r| r.as_array())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r.get("name")?.as_str()),
-                )
+                .flatten()
+                .filter_map(|r| r.get("name")?.as_str());
+            let peers: BTreeSet<String> = [self.nodes[i].name.as_str(), leader]
+                .into_iter()
+                .chain(replicas)
                 .map(str::to_string)
                 .collect();
-            peers.sort();
-            Some(peers)
+            Some(peers.into_iter().collect())
         })
     }
 
