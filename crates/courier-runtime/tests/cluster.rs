@@ -18,6 +18,12 @@
 //! every accepted message must have come out of the guest (0 lost);
 //! duplicates are counted.
 //!
+//! `rabbitmq_cluster_survives_random_node_kills` does the same on a 3-node
+//! RabbitMQ cluster (`RabbitCluster`), the client's url listing the three
+//! nodes and its queues declared as quorum queues (`queue-type = "quorum"`,
+//! checked to have all three nodes as members), with two kills: an Erlang
+//! node is slow to start (the three form a cluster in 14–20 s here).
+//!
 //! The run prints its seed; `COURIER_CLUSTER_SEED=…` replays the same kill
 //! intervals and choices (the timing of the cluster and which node the
 //! client picks still vary).
@@ -37,15 +43,13 @@ use std::time::{Duration, Instant};
 
 use courier_broker::{Backend, Message, Pattern, SubscriptionSpec};
 use courier_runtime::{Config, Runtime};
-use courier_test_support::cluster::NatsCluster;
+use courier_test_support::cluster::{Chaos, NatsCluster, RabbitCluster};
 use courier_test_support::collector::{Collector, Tally};
 use courier_test_support::{Broker, Need, Trials, eventually_async};
 use rand::{Rng, SeedableRng};
 
 /// Messages published at least (more while the chaos thread still runs).
 const N: usize = 2000;
-/// Nodes killed with SIGKILL (and restarted) per run.
-const KILLS: u32 = 4;
 /// The client's `timeout-ms` (and `connect-timeout-ms`).
 const TIMEOUT: Duration = Duration::from_millis(2000);
 /// Slack on top of `TIMEOUT` for a refused publish to come back.
@@ -96,24 +100,25 @@ async fn publish_until_accepted(
     }
 }
 
-/// The chaos thread: `KILLS` times, after a random pause, kill a random
+/// The chaos thread: `kills` times, after a random pause, kill a random
 /// node, keep it down for a random while, start it again and wait for the
-/// cluster to agree on a meta leader. Returns the cluster and the kills as
-/// (node, accepted messages when killed).
-fn chaos(
-    mut cluster: NatsCluster,
+/// cluster to be whole. Returns the cluster and the kills as (node,
+/// accepted messages when killed).
+fn chaos<C: Chaos>(
+    mut cluster: C,
+    case: &Case<C>,
     seed: u64,
     published: Arc<Mutex<Published>>,
-) -> (NatsCluster, Vec<(String, usize)>) {
+) -> (C, Vec<(String, usize)>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut kills = Vec::new();
-    for _ in 0..KILLS {
+    for _ in 0..case.kills {
         // Random pauses are the scenario, not synchronization.
         std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
         // The first kill is of a node Courier is connected to, so that
         // every run has the client fail over to another node.
         let connected: Vec<usize> = (0..cluster.size())
-            .filter(|i| cluster.clients(*i).is_some_and(|n| n > 0))
+            .filter(|i| cluster.clients_of(*i).is_some_and(|n| n > 0))
             .collect();
         let node = if kills.is_empty() && !connected.is_empty() {
             connected[rng.random_range(0..connected.len())]
@@ -121,28 +126,100 @@ fn chaos(
             rng.random_range(0..cluster.size())
         };
         let accepted = published.lock().unwrap().accepted.len();
-        cluster.kill(node);
-        kills.push((cluster.name(node).to_string(), accepted));
+        cluster.kill_node(node);
+        kills.push((cluster.node_name(node), accepted));
         std::thread::sleep(Duration::from_millis(rng.random_range(300..2000)));
-        cluster.restart(node);
-        cluster.wait_ready(ELECTION);
+        cluster.restart_node(node);
+        cluster.wait_whole(case.whole_within);
     }
     (cluster, kills)
 }
 
-async fn nats_cluster() {
+/// A clustered broker to run the scenario on.
+struct Case<C> {
+    name: &'static str,
+    start: fn() -> C,
+    /// The `[clients.default]` lines but `timeout-ms`.
+    client: fn(&C) -> String,
+    /// `Ok` once the stream or queues are held by every node.
+    replicated: fn(&C) -> Result<(), String>,
+    kills: u32,
+    /// Bound on the cluster being whole again after a restart.
+    whole_within: Duration,
+}
+
+fn nats() -> Case<NatsCluster> {
+    Case {
+        name: "nats",
+        start: || NatsCluster::start(3),
+        client: |c| {
+            format!(
+                "{}\noptions = {{ jetstream = true, stream = \"CLUSTER\", subjects = \"cluster.>\", \
+                 storage = \"file\", replicas = 3, connect-timeout-ms = {} }}",
+                c.client(),
+                TIMEOUT.as_millis()
+            )
+        },
+        replicated: |c| {
+            let everyone: Vec<String> = (0..3).map(|i| c.name(i).to_string()).collect();
+            match c.stream_peers("CLUSTER") {
+                Some(peers) if peers == everyone => Ok(()),
+                other => Err(format!("the stream is held by {other:?}")),
+            }
+        },
+        kills: 4,
+        whole_within: ELECTION,
+    }
+}
+
+fn rabbitmq() -> Case<RabbitCluster> {
+    Case {
+        name: "rabbitmq",
+        start: || RabbitCluster::start(3),
+        client: |c| {
+            format!(
+                "{}\noptions = {{ exchange = \"courier.cluster\", queue-type = \"quorum\", \
+                 connect-timeout-ms = {} }}",
+                c.client(),
+                TIMEOUT.as_millis()
+            )
+        },
+        replicated: |c| {
+            let everyone = c.node_names();
+            let queues = c.queues(0).ok_or("list_queues failed")?;
+            let named: Vec<_> = queues
+                .iter()
+                .filter(|(name, _, _)| name.starts_with("courier."))
+                .collect();
+            let whole = named.len() >= 2
+                && named
+                    .iter()
+                    .all(|(_, kind, members)| kind == "quorum" && *members == everyone);
+            if whole {
+                Ok(())
+            } else {
+                Err(format!("the queues are {queues:?}"))
+            }
+        },
+        kills: 2,
+        whole_within: Duration::from_secs(60),
+    }
+}
+
+async fn run<C: Chaos>(case: Case<C>) {
+    let name = case.name;
+    let planned = case.kills;
     let seed = std::env::var("COURIER_CLUSTER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    println!("cluster nats: seed {seed} (COURIER_CLUSTER_SEED={seed} replays the kill choices)");
-    let cluster = NatsCluster::start(3);
+    println!("cluster {name}: seed {seed} (COURIER_CLUSTER_SEED={seed} replays the kill choices)");
+    let cluster = (case.start)();
     let ms = TIMEOUT.as_millis();
     let toml = format!(
         r#"
 [clients.default]
 {client}
-options = {{ jetstream = true, stream = "CLUSTER", subjects = "cluster.>", storage = "file", replicas = 3, connect-timeout-ms = {ms} }}
 timeout-ms = {ms}
 
 [guests.upper]
@@ -157,7 +234,7 @@ backoff-ms = 100
 backoff-max-ms = 1000
 batch-size = 50
 "#,
-        client = cluster.client(),
+        client = (case.client)(&cluster),
         upper = test_programs::UPPERCASE,
     );
     let runtime = Runtime::new(Config::from_toml(&toml).expect("config")).expect("runtime");
@@ -172,15 +249,11 @@ batch-size = 50
             .expect("collector"),
     );
     runtime.start().await.expect("start");
-    // The stream Courier created is on all three nodes.
-    let everyone: Vec<String> = (0..3).map(|i| cluster.name(i).to_string()).collect();
-    let peers = || cluster.stream_peers("CLUSTER");
-    eventually_async(ELECTION, || peers().as_ref() == Some(&everyone)).await;
-    assert_eq!(
-        peers(),
-        Some(everyone),
-        "the stream has a leader and two replicas"
-    );
+    // What Courier declared is held by all three nodes.
+    eventually_async(case.whole_within, || (case.replicated)(&cluster).is_ok()).await;
+    if let Err(e) = (case.replicated)(&cluster) {
+        panic!("not replicated on the three nodes: {e}");
+    }
 
     let published: Arc<Mutex<Published>> = Arc::default();
     let chaos_done = Arc::new(AtomicBool::new(false));
@@ -188,7 +261,7 @@ batch-size = 50
         let published = published.clone();
         let chaos_done = chaos_done.clone();
         tokio::task::spawn_blocking(move || {
-            let out = chaos(cluster, seed, published);
+            let out = chaos(cluster, &case, seed, published);
             chaos_done.store(true, Ordering::SeqCst);
             out
         })
@@ -239,14 +312,14 @@ batch-size = 50
     let p = published.lock().unwrap();
     let stats = courier_broker::reconnect::stats(backend.kind());
     println!(
-        "cluster nats: {} published, {handled} handled, {duplicates} duplicates, {} lost, \
+        "cluster {name}: {} published, {handled} handled, {duplicates} duplicates, {} lost, \
          {} SIGKILLs of 3 nodes, seed {seed}",
         accepted.len(),
         missing.len(),
-        cluster.kills,
+        cluster.kills(),
     );
     println!(
-        "cluster nats details: kills (node, accepted so far) {kills:?}; {} publishes refused and \
+        "cluster {name} details: kills (node, accepted so far) {kills:?}; {} publishes refused and \
          retried {:?} (slowest {:?}); drained {drain:?} after the last publish; \
          {} disconnects and {} reconnects counted",
         p.refused.values().sum::<usize>(),
@@ -255,7 +328,7 @@ batch-size = 50
         stats.disconnects,
         stats.reconnects,
     );
-    assert_eq!(cluster.kills, KILLS, "every planned kill happened");
+    assert_eq!(cluster.kills(), planned, "every planned kill happened");
     assert!(
         stats.disconnects >= 1 && stats.reconnects >= 1,
         "the client lost its node and connected to another"
@@ -275,7 +348,12 @@ fn main() -> ExitCode {
     trials.tokio(
         "nats_cluster_survives_random_node_kills",
         &[Need::Installed(Broker::Nats)],
-        nats_cluster,
+        || run(nats()),
+    );
+    trials.tokio(
+        "rabbitmq_cluster_survives_random_node_kills",
+        &[Need::Installed(Broker::RabbitMq)],
+        || run(rabbitmq()),
     );
     trials.run()
 }
