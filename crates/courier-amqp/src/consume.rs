@@ -33,12 +33,12 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::options::{AmqpExtensions, AmqpOptions};
+use crate::options::{AmqpExtensions, AmqpOptions, QueueType};
 use crate::properties::{from_delivery, to_properties};
 use crate::{AmqpBackend, KIND, connection_error, wait_confirms};
 
@@ -202,6 +202,19 @@ impl Delayed {
 }
 
 impl AmqpSubscription {
+    /// `x-queue-type` for a named queue of a client with `queue-type` set;
+    /// exclusive queues stay classic.
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if !self.exclusive && self.options.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        arguments
+    }
+
     async fn open(&mut self) -> Result<(), BrokerError> {
         let connection = self.target.open(self.options.connect_timeout.get()).await?;
         let channel = connection
@@ -225,7 +238,7 @@ impl AmqpSubscription {
                     auto_delete: self.exclusive,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                self.queue_arguments(),
             )
             .await
             .map_err(|e| {

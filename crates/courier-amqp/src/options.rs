@@ -21,6 +21,21 @@ pub struct AmqpOptions {
     /// Deadline of connecting and of each publisher confirm.
     #[serde(rename = "connect-timeout-ms")]
     pub connect_timeout: ConnectTimeout,
+    /// The type of the named queues Courier declares (group queues and
+    /// durable broadcast ones): `classic` (default) or `quorum` (replicated
+    /// on the nodes of a cluster; needs `durable = true`).
+    pub queue_type: QueueType,
+}
+
+/// The type of a queue (`x-queue-type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueType {
+    /// A classic queue.
+    #[default]
+    Classic,
+    /// A quorum queue: Raft-replicated, durable.
+    Quorum,
 }
 
 impl Default for AmqpOptions {
@@ -30,6 +45,7 @@ impl Default for AmqpOptions {
             durable: true,
             prefetch: None,
             connect_timeout: ConnectTimeout::default(),
+            queue_type: QueueType::default(),
         }
     }
 }
@@ -46,6 +62,11 @@ impl AmqpOptions {
         if self.exchange.is_empty() {
             return Err(BrokerError::invalid(
                 "amqp option `exchange`: expected a name, got ``",
+            ));
+        }
+        if self.queue_type == QueueType::Quorum && !self.durable {
+            return Err(BrokerError::invalid(
+                "amqp option `queue-type = \"quorum\"` needs `durable = true` (quorum queues are durable)",
             ));
         }
         Ok(())
@@ -82,5 +103,20 @@ mod tests {
         assert!(parse("prefetch = 0").is_err());
         assert!(parse("durable = \"maybe\"").is_err());
         assert!(parse("exchange = \"\"").unwrap().check().is_err());
+        assert_eq!(parse("").unwrap().queue_type, QueueType::Classic);
+        let o = parse("queue-type = \"quorum\"").unwrap();
+        assert_eq!(o.queue_type, QueueType::Quorum);
+        assert!(o.check().is_ok());
+        let e = parse("queue-type = \"quorum\"\ndurable = false")
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue-type"), "{e}");
+        assert!(
+            parse("queue-type = \"stream\"")
+                .unwrap_err()
+                .contains("queue-type")
+        );
     }
 }

@@ -90,6 +90,7 @@ impl JetStream {
                         Storage::File => jetstream::stream::StorageType::File,
                         Storage::Memory => jetstream::stream::StorageType::Memory,
                     },
+                    num_replicas: options.replicas,
                     ..Default::default()
                 })
                 .await

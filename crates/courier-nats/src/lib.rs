@@ -107,7 +107,10 @@ impl NatsBackend {
     /// [`Connection`](courier_broker::ErrorKind::Connection) error.
     ///
     /// Credentials in the url are used, never shown: `nats://user:password@…`
-    /// for a user, `nats://token@…` for a token.
+    /// for a user, `nats://token@…` for a token. The url may list the
+    /// servers of a cluster separated by commas
+    /// (`nats://h1:4222,nats://h2:4222`): the client connects to one of them
+    /// and fails over to the others.
     pub async fn connect(url: &str, options: &NatsOptions) -> Result<Self, BrokerError> {
         Self::connect_to(&Endpoint::plain(url), options).await
     }
@@ -119,9 +122,11 @@ impl NatsBackend {
         endpoint: &Endpoint,
         options: &NatsOptions,
     ) -> Result<Self, BrokerError> {
-        let url = endpoint.url.as_str();
-        let shown = redact_url(url);
-        let (address, credentials) = courier_broker::secret::credentials(url)?;
+        let Servers {
+            addresses,
+            credentials,
+            shown,
+        } = servers(endpoint.url.as_str())?;
         let link = Arc::new(Link::new(KIND, shown.clone()));
         let auth = match (credentials, options.auth()?) {
             (Some(_), Some(_)) => {
@@ -190,7 +195,7 @@ impl NatsBackend {
                     }
                 }
             })
-            .connect(address);
+            .connect(addresses);
         let client = match tokio::time::timeout(options.connect_timeout.get(), connect).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(connection_error(e).context(&shown)),
@@ -219,6 +224,57 @@ impl NatsBackend {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// The servers of a client's url, with its credentials.
+struct Servers {
+    addresses: Vec<async_nats::ServerAddr>,
+    credentials: Option<Credentials>,
+    /// The url as logs and errors show it: credentials redacted.
+    shown: String,
+}
+
+/// Splits `url` into its servers: one url, or several separated by commas
+/// (the servers of a cluster). Credentials may be written in any of them;
+/// where several are given they must be the same. Errors never show them.
+fn servers(url: &str) -> Result<Servers, BrokerError> {
+    let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+    let shown = parts
+        .iter()
+        .map(|p| redact_url(p))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut addresses = Vec::with_capacity(parts.len());
+    let mut credentials: Option<Credentials> = None;
+    for part in parts {
+        if part.is_empty() {
+            return Err(BrokerError::invalid(format!(
+                "nats url `{shown}`: an empty server in the comma-separated list"
+            )));
+        }
+        let (address, given) = courier_broker::secret::credentials(part)?;
+        match (&credentials, given) {
+            (Some(known), Some(given)) if *known != given => {
+                return Err(BrokerError::invalid(format!(
+                    "nats url `{shown}`: its servers give different credentials"
+                )));
+            }
+            (None, Some(given)) => credentials = Some(given),
+            _ => {}
+        }
+        let address = address.parse::<async_nats::ServerAddr>().map_err(|e| {
+            BrokerError::invalid(format!(
+                "nats url `{shown}`: `{}` is not a server address: {e}",
+                redact_url(part)
+            ))
+        })?;
+        addresses.push(address);
+    }
+    Ok(Servers {
+        addresses,
+        credentials,
+        shown,
+    })
 }
 
 #[async_trait]
@@ -260,6 +316,59 @@ impl Backend for NatsBackend {
                 }
                 core::subscribe(&self.client, spec, self.timeout).await
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(url: &str) -> Vec<String> {
+        let s = servers(url).unwrap();
+        s.addresses
+            .iter()
+            .map(|a| format!("{}:{}", a.host(), a.port()))
+            .collect()
+    }
+
+    #[test]
+    fn a_url_lists_the_servers_of_a_cluster() {
+        assert_eq!(hosts("nats://127.0.0.1:4222"), vec!["127.0.0.1:4222"]);
+        assert_eq!(
+            hosts("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://h3:4224"),
+            vec!["127.0.0.1:4222", "127.0.0.1:4223", "h3:4224"]
+        );
+        let s = servers("nats://u:secret@h1:1,nats://h2:2,nats://u:secret@h3:3").unwrap();
+        assert_eq!(s.addresses.len(), 3);
+        let c = s.credentials.expect("credentials");
+        assert_eq!(c.user, "u");
+        assert_eq!(
+            c.password.map(|p| p.expose().to_string()).as_deref(),
+            Some("secret")
+        );
+        assert!(!s.shown.contains("secret"), "{}", s.shown);
+        assert!(
+            s.shown.contains("h1:1") && s.shown.contains("h3:3"),
+            "{}",
+            s.shown
+        );
+    }
+
+    #[test]
+    fn a_bad_server_list_is_refused_without_its_credentials() {
+        for url in [
+            "nats://h1:1,",
+            "nats://h1:1,,nats://h2:2",
+            "nats://u:secret@h1:1,nats://u:other@h2:2",
+            "nats://u:secret@h1:1,nats://h2:notaport",
+        ] {
+            let e = match servers(url) {
+                Ok(_) => panic!("`{url}` was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("nats url"), "{url}: {e}");
+            assert!(!e.contains("secret") && !e.contains("other"), "{url}: {e}");
         }
     }
 }

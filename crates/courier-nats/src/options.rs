@@ -34,6 +34,9 @@ pub struct NatsOptions {
     pub subjects: Option<Vec<String>>,
     /// Storage of a stream Courier creates: `file` (default) or `memory`.
     pub storage: Option<Storage>,
+    /// Replicas of a stream Courier creates (1 to 5; default 1): on a
+    /// clustered JetStream, 3 keeps the stream when one server is lost.
+    pub replicas: Option<usize>,
     /// Deadline of the first connection and of each request.
     #[serde(rename = "connect-timeout-ms")]
     pub connect_timeout: ConnectTimeout,
@@ -63,6 +66,8 @@ pub struct JetStreamOptions {
     pub subjects: Vec<String>,
     /// Storage of a stream Courier creates.
     pub storage: Storage,
+    /// Replicas of a stream Courier creates.
+    pub replicas: usize,
 }
 
 impl NatsOptions {
@@ -75,12 +80,20 @@ impl NatsOptions {
                 ("stream", self.stream.is_some()),
                 ("subjects", self.subjects.is_some()),
                 ("storage", self.storage.is_some()),
+                ("replicas", self.replicas.is_some()),
             ];
             if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
                 return Err(BrokerError::invalid(format!(
                     "nats option `{key}` needs `jetstream = true`"
                 )));
             }
+        }
+        if let Some(n) = self.replicas
+            && !(1..=5).contains(&n)
+        {
+            return Err(BrokerError::invalid(format!(
+                "nats option `replicas`: expected 1 to 5 (JetStream's limit), got {n}"
+            )));
         }
         let auths = [
             self.creds_file.is_some(),
@@ -145,6 +158,7 @@ impl NatsOptions {
             stream: self.stream.clone().unwrap_or_else(|| "COURIER".into()),
             subjects: self.subjects.clone().unwrap_or_default(),
             storage: self.storage.unwrap_or_default(),
+            replicas: self.replicas.unwrap_or(1),
         })
     }
 }
@@ -214,6 +228,9 @@ mod tests {
         assert_eq!(js.stream, "COURIER");
         assert_eq!(js.subjects, vec!["a.>", "b.*"]);
         assert_eq!(js.storage, Storage::File);
+        assert_eq!(js.replicas, 1);
+        let js = parse("jetstream = true\nreplicas = 3").unwrap().jetstream();
+        assert_eq!(js.map(|js| js.replicas), Some(3));
         let js = parse("jetstream = true\nsubjects = [\"a.>\"]\nstorage = \"memory\"")
             .unwrap()
             .jetstream()
@@ -234,6 +251,14 @@ mod tests {
         assert!(e.contains("needs `jetstream = true`"), "{e}");
         let e = parse("jetstream = true\nstream = \"a.b\"").unwrap_err();
         assert!(e.contains("`stream`"), "{e}");
+        let e = parse("replicas = 3").unwrap_err();
+        assert!(e.contains("`replicas` needs `jetstream = true`"), "{e}");
+        for bad in ["0", "6"] {
+            let e = parse(&format!("jetstream = true\nreplicas = {bad}")).unwrap_err();
+            assert!(e.contains("`replicas`: expected 1 to 5"), "{e}");
+        }
+        let e = parse("jetstream = true\nreplicas = -1").unwrap_err();
+        assert!(e.contains("replicas"), "{e}");
         let e = parse("connect-timeout-ms = 0").unwrap_err();
         assert!(e.contains("above 0"), "{e}");
     }

@@ -23,15 +23,16 @@
 //!
 //! The binary needs every backend (`required-features` in `Cargo.toml`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier_broker::{Backend, BrokerError, ErrorKind, Message, Pattern, SubscriptionSpec};
 use courier_runtime::{Config, Runtime};
+use courier_test_support::collector::{Collector, Tally};
 use courier_test_support::private::PrivateBroker;
-use courier_test_support::{Broker, Need, Trials, eventually_async, wait_until_async};
+use courier_test_support::{Broker, Need, Trials, wait_until_async};
 
 /// Messages published per test.
 const N: usize = 1500;
@@ -162,29 +163,12 @@ allow-publish = ["probe.result", "faults.in"]
         .expect("probe results");
 
     // The collector: every output, acked, counted by payload.
-    let handled: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-    let mut collector = backend
-        .subscribe((case.collector)())
-        .await
-        .expect("collector");
-    let collecting = {
-        let handled = handled.clone();
-        tokio::spawn(async move {
-            while let Some(next) = collector.next().await {
-                match next {
-                    Ok(d) => {
-                        let text = String::from_utf8_lossy(&d.message.data).into_owned();
-                        *handled.lock().unwrap().entry(text).or_default() += 1;
-                        // A lost ack only means a duplicate later.
-                        let _ = d.acker.ack().await;
-                    }
-                    // The broker is down (part of the scenario): the
-                    // subscription reconnects; pause between its errors.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
-    };
+    let collector = Collector::start(
+        backend
+            .subscribe((case.collector)())
+            .await
+            .expect("collector"),
+    );
     runtime.start().await.expect("start");
 
     // The publisher: N numbered messages, paced, through the faults.
@@ -310,30 +294,19 @@ allow-publish = ["probe.result", "faults.in"]
         .iter()
         .map(|i| payload(*i).to_uppercase())
         .collect();
-    let missing = || -> Vec<String> {
-        let h = handled.lock().unwrap();
-        expected
-            .iter()
-            .filter(|e| !h.contains_key(*e))
-            .cloned()
-            .collect()
-    };
-    eventually_async(DRAIN, || missing().is_empty()).await;
+    collector.wait_for(&expected, DRAIN).await;
     // Late duplicates (redelivered after an ack was lost) may still trickle
     // in: a second to count them. Only the duplicate count depends on it;
     // what was lost is decided above.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let missing = missing();
+    let Tally {
+        handled: handled_count,
+        duplicates,
+        missing,
+    } = collector.tally(&expected);
     runtime.stop().await;
-    collecting.abort();
+    drop(collector);
 
-    let h = handled.lock().unwrap();
-    let handled_count = expected.iter().filter(|e| h.contains_key(*e)).count();
-    let duplicates: u32 = expected
-        .iter()
-        .filter_map(|e| h.get(e))
-        .map(|n| n - 1)
-        .sum();
     let p = published.lock().unwrap();
     let stats = courier_broker::reconnect::stats(backend.kind());
     println!(

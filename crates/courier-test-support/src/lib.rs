@@ -15,11 +15,17 @@
 //!   components built by the `test-programs` crate.
 //! - [`logs`]: the binary's log kept in memory, to look for secrets in.
 //! - [`proxy`]: a TCP proxy that stalls, delays or resets connections.
+//! - [`cluster`]: clusters of nats-servers (JetStream) and RabbitMQ nodes
+//!   on loopback, nodes to kill and restart.
+//! - [`collector`]: the checker of fault tests: what came out, counted by
+//!   payload, against what was accepted (handled, duplicates, lost).
 
 #![deny(missing_docs)]
 
 pub mod brokers;
 pub mod certs;
+pub mod cluster;
+pub mod collector;
 pub mod guests;
 pub mod logs;
 pub mod messages;

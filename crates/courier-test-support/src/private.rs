@@ -48,6 +48,10 @@ pub struct PrivateBroker {
     tls: Option<Certs>,
     /// A nats-server configuration file to start with.
     nats_conf: Option<PathBuf>,
+    /// More nats-server arguments (a cluster node's).
+    nats_args: Vec<String>,
+    /// More lines of rabbitmq.conf (a cluster node's).
+    rabbit_conf: String,
     /// Times the broker was stopped or killed while running.
     pub faults: u32,
 }
@@ -110,6 +114,46 @@ impl PrivateBroker {
         broker.boot()
     }
 
+    /// A nats-server with JetStream started with `args` added to its
+    /// command line (the cluster options of a [`NatsCluster`](crate::cluster::NatsCluster) node).
+    pub(crate) fn start_nats_with(args: Vec<String>) -> Self {
+        let mut broker = Self::new(Broker::Nats, None, None);
+        broker.nats_args = args;
+        broker.boot()
+    }
+
+    /// A RabbitMQ node, not started yet: [`PrivateBroker::node`] names it
+    /// before it runs, and [`PrivateBroker::start_with_conf`] starts it.
+    pub(crate) fn rabbitmq_node() -> Self {
+        Self::new(Broker::RabbitMq, None, None)
+    }
+
+    /// The Erlang node name of a RabbitMQ broker (`name@localhost`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Starts a broker made by [`PrivateBroker::rabbitmq_node`] with `conf`
+    /// added to its rabbitmq.conf, and waits until it accepts connections.
+    pub(crate) fn start_with_conf(&mut self, conf: String) {
+        self.rabbit_conf = conf;
+        self.prepare();
+        self.launch();
+    }
+
+    /// Runs `rabbitmqctl` with `args` on this node; its standard output,
+    /// or `None` when it fails.
+    pub fn rabbitmqctl_output(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(rabbitmqctl())
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Like [`PrivateBroker::url_as`], with the backend's TLS scheme
     /// (`tls://`, `rediss://`, `amqps://`, `mqtts://`).
     pub fn tls_url_as(&self, user: &str, password: &str) -> String {
@@ -155,6 +199,8 @@ impl PrivateBroker {
             auth,
             tls,
             nats_conf: None,
+            nats_args: Vec::new(),
+            rabbit_conf: String::new(),
             faults: 0,
         }
     }
@@ -261,6 +307,7 @@ impl PrivateBroker {
                         certs.server_key().display()
                     ),
                 };
+                let conf = format!("{conf}{}", self.rabbit_conf);
                 std::fs::write(self.dir.path().join("rabbitmq.conf"), conf).expect("conf");
                 std::fs::write(self.dir.path().join("enabled_plugins"), "[].\n").expect("plugins");
                 // The packaged wrapper runs the node as the `rabbitmq` user.
@@ -290,6 +337,7 @@ impl PrivateBroker {
                 if let Some((user, password)) = &self.auth {
                     cmd.args(["--user", user, "--pass", password]);
                 }
+                cmd.args(&self.nats_args);
                 if let Some(conf) = &self.nats_conf {
                     cmd.arg("-c").arg(conf);
                 }
@@ -394,6 +442,12 @@ impl PrivateBroker {
             boot_time(self.kind),
             self.log()
         );
+    }
+
+    /// Whether the broker's process runs (it was not killed or stopped
+    /// since it was last started).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Whether the broker accepts connections.
