@@ -9,9 +9,10 @@
 #   scripts/soak.sh [N] [embedded|jetstream]
 #
 # Builds the release `courier` binary and the guests (wasm32-wasip2, through
-# crates/test-programs) first: about 10 minutes on 2 cores the first time.
-# The run itself, 1,000,000 messages on a 2-core machine: see the Soak
-# section of docs/reliability.md for the measured rates and times. JetStream needs
+# crates/test-programs) first: 28 minutes the first time here (2 cores shared).
+# The run itself, 1,000,000 messages on a 2-core machine shared with other
+# work: 7 minutes on the embedded broker and 10 on JetStream (the Soak
+# section of docs/reliability.md has the figures). JetStream needs
 # nats-server with JetStream on 127.0.0.1:4222 (COURIER_TEST_NATS_PORT): if
 # it is not listening its soak is skipped, and says so. The test's default
 # (20,000 messages) is the short form that runs with the other tests.

@@ -75,15 +75,19 @@ fn index(line: &str) -> Option<usize> {
         .and_then(|i| i.parse().ok())
 }
 
-/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`); `None` once
+/// the process is gone.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// [`status_kib`] of the host, which must still run.
+fn host_kib(pid: u32, field: &str) -> u64 {
+    status_kib(pid, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 fn mib(kib: u64) -> String {
@@ -286,14 +290,16 @@ env = {{ OUT = "{ns}.out" }}
     stdin.flush().expect("writing to the host");
     let deadline = Instant::now() + STALL;
     while seen.counts[0] == 0 && Instant::now() < deadline {
-        seen.take(&host.lines, Duration::from_millis(200));
+        if seen.take(&host.lines, Duration::from_millis(200)) == Output::Ended {
+            break;
+        }
     }
     assert!(
         seen.counts[0] > 0,
         "the first message did not come out within {STALL:?}; host log:\n{}",
         host_log()
     );
-    let rss_start = status_kib(pid, "VmRSS");
+    let rss_start = host_kib(pid, "VmRSS");
     let publishing = Instant::now();
 
     // The rest, from a thread, at most WINDOW ahead of what came out: a
@@ -338,7 +344,7 @@ env = {{ OUT = "{ns}.out" }}
                 t.name,
                 seen.distinct,
                 started.elapsed(),
-                mib(status_kib(pid, "VmRSS"))
+                status_kib(pid, "VmRSS").map_or("?".into(), mib)
             );
             last_report = Instant::now();
         }
@@ -349,7 +355,7 @@ env = {{ OUT = "{ns}.out" }}
     window.came_out(n);
     // Read while the host still runs (it exits once its input ends).
     let (rss_end, rss_peak) = if complete {
-        (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"))
+        (host_kib(pid, "VmRSS"), host_kib(pid, "VmHWM"))
     } else {
         // Stalled or exited: the writer may be blocked on a full pipe.
         let _ = host.child.kill();
