@@ -14,13 +14,13 @@
 //! Each test prints a summary line for `docs/reliability.md`:
 //! `cargo test -p courier-runtime --test host_restart`.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use courier_broker::{Message, Pattern, SubscriptionSpec};
 use courier_runtime::{Config, Runtime};
+use courier_test_support::collector::{Collector, Tally};
 use courier_test_support::private::PrivateBroker;
 use courier_test_support::{Broker, Need, Trials, wait_until_async};
 
@@ -67,25 +67,14 @@ async fn run(case: Case) {
     .expect("tools runtime");
     let backend = tools.clients().get("default").await.expect("connect");
 
-    let handled: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let mut spec = SubscriptionSpec::broadcast(Pattern::parse("hr.out").unwrap());
     for (k, v) in case.collector {
         spec.options.insert((*k).into(), (*v).into());
     }
-    let mut collector = backend.subscribe(spec).await.expect("collector");
-    let collecting = {
-        let handled = handled.clone();
-        tokio::spawn(async move {
-            while let Some(next) = collector.next().await {
-                if let Ok(d) = next {
-                    let text = String::from_utf8_lossy(&d.message.data).into_owned();
-                    *handled.lock().unwrap().entry(text).or_default() += 1;
-                    d.acker.ack().await.expect("ack an output");
-                }
-            }
-        })
-    };
-    let count = || handled.lock().unwrap().len();
+    let collector = Collector::start(backend.subscribe(spec).await.expect("collector"));
+    let all = N + WHILE_DOWN;
+    let expected: BTreeSet<String> = (0..all).map(|i| format!("M-{i:04}")).collect();
+    let count = || collector.tally(&expected).handled;
     let publish = |from: usize, to: usize| {
         let backend = backend.clone();
         async move {
@@ -112,22 +101,18 @@ async fn run(case: Case) {
     publish(N, N + WHILE_DOWN).await;
     let second = host(&client);
     second.start().await.expect("restart");
-    let all = N + WHILE_DOWN;
-    courier_test_support::eventually_async(Duration::from_secs(60), || count() >= all).await;
+    collector.wait_for(&expected, Duration::from_secs(60)).await;
     second.stop().await;
-    collecting.abort();
 
-    let h = handled.lock().unwrap();
-    let lost: Vec<String> = (0..all)
-        .map(|i| format!("M-{i:04}"))
-        .filter(|m| !h.contains_key(m))
-        .collect();
-    let duplicates: u32 = h.values().map(|n| n - 1).sum();
+    let Tally {
+        handled,
+        duplicates,
+        missing: lost,
+    } = collector.tally(&expected);
     println!(
-        "host restart {}: {all} published ({WHILE_DOWN} while no host ran), {} handled \
+        "host restart {}: {all} published ({WHILE_DOWN} while no host ran), {handled} handled \
          ({at_stop} before the stop), {duplicates} duplicates, {} lost",
         case.name,
-        all - lost.len(),
         lost.len()
     );
     assert!(
