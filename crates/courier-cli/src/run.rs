@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use courier_broker::{Backend, Message, Pattern, SubscriptionSpec};
+use courier_broker::{Backend, ErrorKind, Message, Pattern, SubscriptionSpec};
 use courier_runtime::dispatcher::Activity;
 use courier_runtime::{Config, GuestConfig, Runtime, StatsSnapshot};
 use tokio::io::AsyncBufReadExt;
@@ -332,24 +332,40 @@ async fn print(
     }))
 }
 
-/// Publishes each line of standard input to `ch`, then waits until everything is settled.
+/// Publishes each line of standard input to `ch`, then waits until
+/// everything is settled. A broker that is full (`busy`, the embedded
+/// broker's `max-queued-messages`) is offered the line again once a guest
+/// has made progress: standard input waits, nothing is dropped.
 async fn feed_stdin(runtime: &Runtime, ingress: &Arc<dyn Backend>, ch: &str) -> anyhow::Result<()> {
     Pattern::parse_literal(ch).with_context(|| format!("--stdin {ch}"))?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut activity = runtime.activity().subscribe();
     let mut sent = 0u64;
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
         let mut m = Message::new(ch, line.into_bytes());
         m.content_type = Some("text/plain".into());
-        ingress
-            .publish(vec![m])
-            .await
-            .with_context(|| format!("publishing to `{ch}`"))?;
+        loop {
+            activity.borrow_and_update();
+            match ingress.publish(vec![m.clone()]).await {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::Busy => {
+                    // Progress is the signal; the bound only covers a
+                    // settlement that does not show as activity.
+                    let _ = tokio::time::timeout(BUSY_RETRY, activity.changed()).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("publishing to `{ch}`")),
+            }
+        }
         sent += 1;
     }
     tracing::debug!("standard input ended after {sent} messages; draining");
     drain(runtime, ingress.as_ref()).await;
     Ok(())
 }
+
+/// The longest `--stdin` waits for a guest's progress before it offers a
+/// line to a full broker again.
+const BUSY_RETRY: Duration = Duration::from_millis(200);
 
 /// How long a run whose ingress broker cannot count its unsettled messages
 /// must stay drained, with no guest activity, before it ends.

@@ -505,6 +505,44 @@ fn read_response(tls: &mut TlsStream) -> String {
     text(&response)
 }
 
+/// Back-pressure on `--stdin`: standard input outruns a slow guest past
+/// `max-queued-messages`; the run waits for room instead of ending, and
+/// every line comes out.
+#[test]
+fn stdin_waits_for_room_in_a_full_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [host]
+            max-queued-messages = 3
+            [guests.upper]
+            component = "{}"
+            subscribe = ["in"]
+            allow-publish = ["out"]
+            env = {{ OUT = "out", DELAY_MS = "10" }}
+            batch-size = 1
+            concurrency = 1
+            "#,
+            test_programs::UPPERCASE
+        ),
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..30).map(|i| format!("line {i:02}")).collect();
+    let config = config.to_str().unwrap();
+    let out = courier(
+        &["run", "--config", config, "--stdin", "in", "--print", "out"],
+        &(lines.join("\n") + "\n"),
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let mut printed: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    printed.sort();
+    let expected: Vec<String> = lines.iter().map(|l| l.to_uppercase()).collect();
+    assert_eq!(printed, expected);
+}
+
 /// Back-pressure: with `max-queued-messages = 3` and the guest busy on the
 /// first message, the next two are accepted and the fourth gets `503` with
 /// `Retry-After`, publishing nothing.
