@@ -61,6 +61,7 @@ pub(crate) async fn subscribe(
     };
     let gate = Arc::new(AckGate::new());
     let current = inflight.claim(&mut session, &gate);
+    tracing::debug!(%filter, session = %current, persistent, "mqtt: subscribing");
     let mut mqtt = mqtt_options(options, current.to_string());
     mqtt.set_manual_acks(true);
     if persistent {
