@@ -279,14 +279,6 @@ mod tests {
         futures::channel::mpsc::unbounded()
     }
 
-    fn tag(inflight: &Inflight, session: &Arc<str>, gate: &AckGate) -> Tag {
-        Tag {
-            session: session.clone(),
-            life: inflight.life(session),
-            generation: gate.generation(),
-        }
-    }
-
     /// A guest that re-subscribed (or a reconnect) gets the session's
     /// messages again: one the guest still holds is not handed out twice,
     /// and its settlement is acknowledged on the new connection; one it
@@ -299,7 +291,7 @@ mod tests {
         let old = Arc::new(AckGate::new());
         let mut id = SessionId::fixed("s-0".into());
         assert_eq!(inflight.claim(&mut id, &old), session);
-        let first = tag(&inflight, &session, &old);
+        let first = inflight.tag(&session, &old);
         let (r, _l1) = route(&old, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
@@ -317,7 +309,7 @@ mod tests {
         let new = Arc::new(AckGate::new());
         assert_eq!(inflight.claim(&mut id, &new), session);
         inflight.settle(&first, 8).await.unwrap(); // settled while nothing could ack it
-        let second = tag(&inflight, &session, &new);
+        let second = inflight.tag(&session, &new);
         let (r, _l3) = route(&new, 7, true);
         assert!(matches!(
             inflight.arrived(&second, r, &q).await,
@@ -347,7 +339,7 @@ mod tests {
         let session: Arc<str> = "s-0".into();
         let gate = Arc::new(AckGate::new());
         inflight.claim(&mut SessionId::fixed("s-0".into()), &gate);
-        let first = tag(&inflight, &session, &gate);
+        let first = inflight.tag(&session, &gate);
         let (r, _l1) = route(&gate, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
@@ -382,7 +374,7 @@ mod tests {
             inflight.claim(&mut SessionId::fixed("s-0".into()), &gate),
             session
         );
-        let first = tag(&inflight, &session, &gate);
+        let first = inflight.tag(&session, &gate);
         let (r, _l1) = route(&gate, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
@@ -393,7 +385,7 @@ mod tests {
         gate.connected();
         inflight.new_life(&session);
         let (r, _l2) = route(&gate, 7, true);
-        let second = tag(&inflight, &session, &gate);
+        let second = inflight.tag(&session, &gate);
         assert!(matches!(
             inflight.arrived(&second, r, &q).await,
             Arrival::New
@@ -573,6 +565,16 @@ impl Inflight {
                 state.owners.insert(id.clone(), Arc::downgrade(gate));
                 return id;
             }
+        }
+    }
+
+    /// The tag of a message arriving now in `session` on `gate`'s
+    /// connection.
+    pub(crate) fn tag(&self, session: &Arc<str>, gate: &AckGate) -> Tag {
+        Tag {
+            session: session.clone(),
+            life: self.life(session),
+            generation: gate.generation(),
         }
     }
 

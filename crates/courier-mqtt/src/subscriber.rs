@@ -72,11 +72,6 @@ pub(crate) async fn subscribe(
     if !connected(&mut eventloop, options).await? {
         inflight.new_life(&current);
     }
-    let tag = |gate: &AckGate, current: &Arc<str>| Tag {
-        session: current.clone(),
-        life: inflight.life(current),
-        generation: gate.generation(),
-    };
     client
         .subscribe(filter.clone(), qos)
         .await
@@ -84,7 +79,7 @@ pub(crate) async fn subscribe(
     let (tx, rx) = mpsc::unbounded();
     let early = subscribed(&mut eventloop, options.connect_timeout.get(), &filter).await?;
     for p in early {
-        let _ = tx.unbounded_send((tag(&gate, &current), p));
+        let _ = tx.unbounded_send((inflight.tag(&current, &gate), p));
     }
     let link = Link::new(
         KIND,
@@ -214,12 +209,7 @@ async fn run(mut eventloop: EventLoop, state: Loop, signals: Signals) {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // After an unsubscribe nobody takes messages any more; the
                 // ones still arriving are not acknowledged.
-                let tag = Tag {
-                    session: current.clone(),
-                    life: inflight.life(&current),
-                    generation: gate.generation(),
-                };
-                let _ = tx.unbounded_send((tag, p));
+                let _ = tx.unbounded_send((inflight.tag(&current, &gate), p));
             }
             // The broker closes the connection after the DISCONNECT: the
             // poll after this one fails, and ends the loop below.
