@@ -154,6 +154,12 @@ pub trait Subscription: Send {
         self.next().await.map(|r| r.map(|d| vec![d]))
     }
 
+    /// Marks the subscription as going away, at once and without I/O, just
+    /// before [`Subscription::close`]: a subscription made again from now on
+    /// may take over what this one holds at the broker (MQTT: its session).
+    /// The default does nothing.
+    fn begin_close(&mut self) {}
+
     /// Stops delivery. Unsettled deliveries go back to the broker.
     async fn close(&mut self) -> Result<(), BrokerError>;
 

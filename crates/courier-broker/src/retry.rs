@@ -21,16 +21,27 @@ use tokio::time::Instant;
 use crate::backend::{Acker, Delivery};
 use crate::{BrokerError, Message};
 
-/// What accepting (or terminating) a message means to the broker, run once
-/// when the delivery or one of its redeliveries is finally acked or termed.
-pub type Settle = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BrokerError>> + Send + Sync>;
+/// What settling a message means to the broker, for a backend that must
+/// still tell the broker (MQTT's PUBACK). It travels with the message
+/// through its in-process redeliveries.
+pub trait Settle: Send + Sync + 'static {
+    /// Runs once, when the delivery or one of its redeliveries is finally
+    /// acked or termed.
+    fn settle(self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>>;
+
+    /// The message is to be handed out again in process, at `attempt`
+    /// (a nack raised it; a release kept it). The default does nothing.
+    fn retrying(&self, attempt: u32) {
+        let _ = attempt;
+    }
+}
 
 /// A rejected message waiting for its redelivery.
 struct Waiting {
     due: Instant,
     message: Message,
     attempt: u32,
-    settle: Option<Settle>,
+    settle: Option<Box<dyn Settle>>,
 }
 
 /// Rejected messages of one subscription, waiting to be handed out again.
@@ -68,7 +79,7 @@ impl LocalRetries {
         self: &Arc<Self>,
         message: Message,
         attempt: u32,
-        settle: Option<Settle>,
+        settle: Option<Box<dyn Settle>>,
     ) -> Delivery {
         Delivery {
             message: message.clone(),
@@ -126,36 +137,59 @@ impl LocalRetries {
 }
 
 /// Settles a delivery redelivered in process: `ack` and `term` run the
-/// broker's settle action (if any), `nack` queues the message again.
+/// broker's settle action (if any), `nack` queues the message again with
+/// its attempt raised, `release` without.
 struct LocalAcker {
     retries: Weak<LocalRetries>,
     message: Message,
     attempt: u32,
-    settle: Option<Settle>,
+    settle: Option<Box<dyn Settle>>,
+}
+
+impl LocalAcker {
+    /// Queues the message again, due after `delay`, at `attempt`.
+    /// With its subscription closed, a message the broker still holds
+    /// (one with a settle action) comes again from the broker, at the
+    /// attempt told; any other is gone.
+    fn again(self, delay: Duration, attempt: u32) -> Result<(), BrokerError> {
+        if let Some(settle) = &self.settle {
+            settle.retrying(attempt);
+        }
+        let Some(retries) = self.retries.upgrade() else {
+            return match self.settle {
+                Some(_) => Ok(()),
+                None => Err(BrokerError::settled("the subscription is closed")),
+            };
+        };
+        retries.lock().push(Waiting {
+            due: Instant::now() + delay,
+            message: self.message,
+            attempt,
+            settle: self.settle,
+        });
+        retries.notify.notify_waiters();
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Acker for LocalAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
         match self.settle {
-            Some(settle) => settle().await,
+            Some(settle) => settle.settle().await,
             None => Ok(()),
         }
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
-        let retries = self
-            .retries
-            .upgrade()
-            .ok_or_else(|| BrokerError::settled("the subscription is closed"))?;
-        retries.lock().push(Waiting {
-            due: Instant::now() + delay,
-            message: self.message,
-            attempt: self.attempt + 1,
-            settle: self.settle,
-        });
-        retries.notify.notify_waiters();
-        Ok(())
+        let attempt = self.attempt + 1;
+        self.again(delay, attempt)
+    }
+
+    /// The guest never saw it: it comes again at once, at the same attempt.
+    async fn release(self: Box<Self>) -> Result<(), BrokerError> {
+        let attempt = self.attempt;
+        self.again(Duration::ZERO, attempt)
     }
 }
 
@@ -176,6 +210,18 @@ mod tests {
                 assert_eq!(d.message.data, "x");
                 assert!(started.elapsed() >= Duration::from_millis(25));
             }
+            Next::Source(_) => panic!("the source is empty"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_release_comes_back_at_once_at_the_same_attempt() {
+        let retries = LocalRetries::new();
+        let mut source = futures::stream::pending::<u32>();
+        let d = retries.delivery(Message::new("t", "x"), 3);
+        d.acker.release().await.unwrap();
+        match retries.next_from(&mut source).await {
+            Next::Retry(d) => assert_eq!(d.attempt, 3),
             Next::Source(_) => panic!("the source is empty"),
         }
     }

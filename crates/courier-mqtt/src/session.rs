@@ -29,7 +29,7 @@
 //!   connection; when the guest settled it while no connection was up, the
 //!   copy is acknowledged as it arrives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -295,12 +295,12 @@ mod tests {
         let (r, _l1) = route(&old, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
-            Arrival::New
+            Arrival::New(1)
         ));
         let (r, _l2) = route(&old, 8, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
-            Arrival::New
+            Arrival::New(1)
         ));
 
         // A re-subscription takes the closing one's session over; the old
@@ -321,12 +321,18 @@ mod tests {
             Arrival::Settled
         ));
         inflight.settle(&first, 7).await.unwrap();
-        // Both were acknowledged on the new connection: a third copy would
-        // be a new message.
+        // Both were acknowledged on the new connection. Should a PUBACK be
+        // lost with its connection, a copy is acknowledged again, never
+        // handed out; a message that reuses the packet id is a new one.
         let (r, _l5) = route(&new, 7, true);
         assert!(matches!(
             inflight.arrived(&second, r, &q).await,
-            Arrival::New
+            Arrival::Settled
+        ));
+        let (r, _l6) = route(&new, 7, false);
+        assert!(matches!(
+            inflight.arrived(&second, r, &q).await,
+            Arrival::New(1)
         ));
     }
 
@@ -343,7 +349,7 @@ mod tests {
         let (r, _l1) = route(&gate, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
-            Arrival::New
+            Arrival::New(1)
         ));
         let claim = Claim::new(inflight.clone(), first.clone(), 7);
         let (r, _l2) = route(&gate, 7, true);
@@ -358,7 +364,61 @@ mod tests {
         let (r, _l3) = route(&gate, 7, true);
         assert!(matches!(
             inflight.arrived(&again, r, &q).await,
-            Arrival::New
+            Arrival::New(1)
+        ));
+    }
+
+    /// A resent copy is handed out at the attempt the guest reached: the
+    /// first for a message that came off the old connection but was never
+    /// handed out, the raised one for a message waiting for an in-process
+    /// redelivery when its subscription closed.
+    #[tokio::test]
+    async fn a_copy_keeps_the_attempt_the_guest_reached() {
+        let inflight = Arc::new(Inflight::default());
+        let (q, _rq) = requeue();
+        let session: Arc<str> = "s-0".into();
+        let old = Arc::new(AckGate::new());
+        let mut id = SessionId::fixed("s-0".into());
+        inflight.claim(&mut id, &old);
+        let first = inflight.tag(&session, &old);
+        // 7 is handed out and rejected twice; 8 is received, never handed out.
+        let (r, _l1) = route(&old, 7, false);
+        inflight.received(&first, 7, false);
+        assert!(matches!(
+            inflight.arrived(&first, r, &q).await,
+            Arrival::New(1)
+        ));
+        let claim = Claim::new(inflight.clone(), first.clone(), 7);
+        claim.retrying(2);
+        claim.retrying(3);
+        inflight.received(&first, 8, false);
+        // The subscription closes; a re-subscription takes the session over.
+        old.close();
+        drop(claim);
+        let new = Arc::new(AckGate::new());
+        inflight.claim(&mut id, &new);
+        let second = inflight.tag(&session, &new);
+        for pkid in [7, 8] {
+            inflight.received(&second, pkid, true);
+        }
+        let (r, _l2) = route(&new, 7, true);
+        assert!(matches!(
+            inflight.arrived(&second, r, &q).await,
+            Arrival::New(3)
+        ));
+        let (r, _l3) = route(&new, 8, true);
+        assert!(matches!(
+            inflight.arrived(&second, r, &q).await,
+            Arrival::New(1)
+        ));
+        // A copy of a message this process never saw went to an earlier
+        // connection (another host, or before a restart): attempt 2.
+        inflight.received(&second, 9, true);
+        let (r, _l4) = route(&new, 9, true);
+        let unknown = Inflight::default();
+        assert!(matches!(
+            unknown.arrived(&second, r, &q).await,
+            Arrival::New(2)
         ));
     }
 
@@ -378,7 +438,7 @@ mod tests {
         let (r, _l1) = route(&gate, 7, false);
         assert!(matches!(
             inflight.arrived(&first, r, &q).await,
-            Arrival::New
+            Arrival::New(1)
         ));
         gate.lost();
         inflight.settle(&first, 7).await.unwrap();
@@ -388,7 +448,7 @@ mod tests {
         let second = inflight.tag(&session, &gate);
         assert!(matches!(
             inflight.arrived(&second, r, &q).await,
-            Arrival::New
+            Arrival::New(2)
         ));
     }
 
@@ -450,16 +510,26 @@ impl Route {
 /// The subscription a message came to, to hand it out there after all.
 pub(crate) type Requeue = futures::channel::mpsc::UnboundedSender<(Tag, Publish)>;
 
+/// What this process knows of a message of a session, by packet id.
 enum Held {
+    /// Arrived on a connection and not handed out (yet): a copy that the
+    /// broker resends is the guest's first sight of it.
+    Received,
     /// Handed out and not settled yet; the PUBACK goes to `route`, and if
     /// a copy was held back for it, the copy goes to `copy` should the
-    /// delivery be dropped unsettled.
+    /// delivery be dropped unsettled. `next` is the attempt a copy is
+    /// handed out at then.
     Out {
         route: Box<Route>,
         copy: Option<(Tag, Requeue)>,
+        next: u32,
     },
-    /// Settled, but no connection was up to acknowledge it: the PUBACK goes
-    /// out when the broker sends it again.
+    /// Handed out and dropped unsettled (its subscription closed, or it was
+    /// never queued): a copy is handed out again at attempt `next`.
+    Returned { next: u32 },
+    /// Settled and its PUBACK sent, or to be sent when no connection was
+    /// up: a resent copy (the PUBACK did not reach the broker) is
+    /// acknowledged again, never handed out.
     Settled,
 }
 
@@ -473,8 +543,9 @@ pub(crate) struct Tag {
 }
 
 /// A handed-out message's claim on its settlement: settling it
-/// acknowledges the message ([`Inflight::settle`]); dropping it unsettled
-/// lets a resent copy be handed out again.
+/// acknowledges the message ([`Inflight::settle`]); a redelivery in process
+/// moves its attempt on; dropping it unsettled lets a resent copy be handed
+/// out again, at the attempt it had reached.
 pub(crate) struct Claim {
     inflight: Arc<Inflight>,
     tag: Tag,
@@ -490,6 +561,11 @@ impl Claim {
             pkid,
             settled: false,
         }
+    }
+
+    /// The message is to be handed out again in process at `attempt`.
+    pub(crate) fn retrying(&self, attempt: u32) {
+        self.inflight.retrying(&self.tag, self.pkid, attempt);
     }
 
     /// The guest settled the message.
@@ -509,14 +585,20 @@ impl Drop for Claim {
 
 /// What arrived, as [`Inflight::arrived`] sees it.
 pub(crate) enum Arrival {
-    /// A message to hand out.
-    New,
+    /// A message to hand out, at this attempt.
+    New(u32),
     /// A copy of a message the guest still holds: not handed out; its
     /// settlement will be acknowledged on the copy's connection.
     Held,
     /// A copy of a message the guest had settled: acknowledged now.
     Settled,
 }
+
+/// How many settled messages per session are remembered, in case the
+/// broker resends one whose PUBACK was lost with its connection. Only
+/// messages that were in flight when a connection was lost are resent: far
+/// fewer than this.
+const SETTLED_REMEMBERED: usize = 4096;
 
 #[derive(Default)]
 struct Sessions {
@@ -526,11 +608,36 @@ struct Sessions {
     owners: HashMap<Arc<str>, std::sync::Weak<AckGate>>,
     /// Per client id and packet id: the life it arrived in, and its state.
     held: HashMap<(Arc<str>, u16), (u64, Held)>,
+    /// Per client id, the packet ids settled most recently, oldest first.
+    settled: HashMap<Arc<str>, VecDeque<u16>>,
 }
 
-/// The messages handed out, per session and packet id, for every
-/// subscription of one client (so a guest that re-subscribes finds what
-/// its earlier subscription of the same session handed out).
+impl Sessions {
+    fn life(&self, session: &Arc<str>) -> u64 {
+        self.lives.get(session).copied().unwrap_or(0)
+    }
+
+    /// Marks `key` settled in `life`, forgetting the oldest settled one
+    /// beyond [`SETTLED_REMEMBERED`].
+    fn settled(&mut self, key: (Arc<str>, u16), life: u64) {
+        let recent = self.settled.entry(key.0.clone()).or_default();
+        recent.push_back(key.1);
+        if recent.len() > SETTLED_REMEMBERED
+            && let Some(oldest) = recent.pop_front()
+        {
+            let old = (key.0.clone(), oldest);
+            if matches!(self.held.get(&old), Some((_, Held::Settled))) {
+                self.held.remove(&old);
+            }
+        }
+        self.held.insert(key, (life, Held::Settled));
+    }
+}
+
+/// The messages of every subscription of one client, per session and
+/// packet id, from their arrival to their settlement (so a guest that
+/// re-subscribes finds what its earlier subscription of the same session
+/// was sent, handed out, or settled).
 #[derive(Default)]
 pub(crate) struct Inflight {
     state: Mutex<Sessions>,
@@ -580,7 +687,7 @@ impl Inflight {
 
     /// The current life of `session`.
     pub(crate) fn life(&self, session: &Arc<str>) -> u64 {
-        self.lock().lives.get(session).copied().unwrap_or(0)
+        self.lock().life(session)
     }
 
     /// The broker started `session` afresh (CONNACK without a session), or
@@ -589,52 +696,79 @@ impl Inflight {
         let mut state = self.lock();
         *state.lives.entry(session.clone()).or_default() += 1;
         state.held.retain(|(s, _), _| s != session);
+        state.settled.remove(session);
     }
 
-    /// A QoS 1 or 2 message arrived, tagged `tag`, on `route`'s connection.
+    /// A QoS 1 or 2 message, tagged `tag`, came off a connection (before
+    /// its subscription hands it out, which it may never do if it closes
+    /// first): a new message, or a copy of one this process has never seen,
+    /// is recorded as received.
+    pub(crate) fn received(&self, tag: &Tag, pkid: u16, dup: bool) {
+        let mut state = self.lock();
+        if state.life(&tag.session) != tag.life {
+            return;
+        }
+        let key = (tag.session.clone(), pkid);
+        match state.held.get(&key) {
+            // A copy of a message known here keeps what is known of it.
+            Some((life, _)) if dup && *life == tag.life => {}
+            // New (the broker reused the packet id, so the message it stood
+            // for was acknowledged), or a copy of a message from before.
+            _ => {
+                state.held.insert(key, (tag.life, Held::Received));
+            }
+        }
+    }
+
+    /// A QoS 1 or 2 message, tagged `tag`, is about to be handed out by the
+    /// subscription of `route`'s connection: whether to, and at which
+    /// attempt. A copy (`dup`) of a message this process knows nothing of
+    /// was sent to an earlier connection: attempt 2.
     pub(crate) async fn arrived(&self, tag: &Tag, route: Route, requeue: &Requeue) -> Arrival {
         let key = (tag.session.clone(), route.publish.pkid);
+        let dup = route.publish.dup;
         {
             let mut state = self.lock();
-            if state.lives.get(&tag.session).copied().unwrap_or(0) != tag.life {
+            if state.life(&tag.session) != tag.life {
                 // From a session that is gone: handed out, not tracked.
-                return Arrival::New;
+                return Arrival::New(if dup { 2 } else { 1 });
             }
-            match state.held.get_mut(&key) {
-                Some((life, Held::Out { route: out, copy }))
-                    if route.publish.dup && *life == tag.life =>
-                {
+            let attempt = match state.held.get_mut(&key) {
+                Some((
+                    life,
+                    Held::Out {
+                        route: out, copy, ..
+                    },
+                )) if dup && *life == tag.life => {
                     **out = route;
                     *copy = Some((tag.clone(), requeue.clone()));
                     tracing::debug!(session = %tag.session, pkid = key.1, "mqtt: a resent message the guest still holds is not handed out again");
                     return Arrival::Held;
                 }
-                Some((life, Held::Settled)) if route.publish.dup && *life == tag.life => {
-                    state.held.remove(&key);
-                }
-                // Not a resend: the broker reused the packet id, so the
-                // message it stood for was acknowledged.
-                _ => {
-                    let out = Held::Out {
-                        route: Box::new(route),
-                        copy: None,
-                    };
-                    state.held.insert(key, (tag.life, out));
-                    return Arrival::New;
-                }
+                Some((life, Held::Settled)) if dup && *life == tag.life => None,
+                Some((life, Held::Returned { next })) if dup && *life == tag.life => Some(*next),
+                Some((life, Held::Received)) if *life == tag.life => Some(1),
+                _ => Some(if dup { 2 } else { 1 }),
+            };
+            if let Some(attempt) = attempt {
+                let out = Held::Out {
+                    route: Box::new(route),
+                    copy: None,
+                    next: attempt,
+                };
+                state.held.insert(key, (tag.life, out));
+                return Arrival::New(attempt);
             }
         }
         tracing::debug!(session = %tag.session, pkid = key.1, "mqtt: a resent message the guest had settled is acknowledged");
-        // If this fails too, the broker sends it once more: remembered again.
-        if route.ack().await.is_err() {
-            self.remember(key, tag.life);
-        }
+        // If this fails too, the broker sends it once more.
+        let _ = route.ack().await;
         Arrival::Settled
     }
 
     /// The guest settled the message `pkid` that arrived tagged `tag`:
-    /// acknowledges it on the connection that holds it now, or remembers it
-    /// for the broker's next resend.
+    /// acknowledges it on the connection that holds it now (or, with none
+    /// up, when the broker sends it again) and remembers it as settled.
     pub(crate) async fn settle(&self, tag: &Tag, pkid: u16) -> Result<(), BrokerError> {
         let key = (tag.session.clone(), pkid);
         let route = {
@@ -644,41 +778,51 @@ impl Inflight {
                 // Its session is gone, and the message with it.
                 _ => return Ok(()),
             }
-            match state.held.remove(&key) {
-                Some((_, Held::Out { route, .. })) => route,
-                _ => return Ok(()),
-            }
+            let Some((_, Held::Out { route, .. })) = state.held.remove(&key) else {
+                return Ok(());
+            };
+            state.settled(key, tag.life);
+            route
         };
-        if route.ack().await.is_err() {
-            self.remember(key, tag.life);
-        }
+        // If the PUBACK does not reach the broker, it sends the message
+        // again: acknowledged then (see `arrived`).
+        let _ = route.ack().await;
         Ok(())
+    }
+
+    /// The message `pkid`, tagged `tag`, is to be handed out again in
+    /// process at `attempt`: a copy handed out instead starts there.
+    pub(crate) fn retrying(&self, tag: &Tag, pkid: u16, attempt: u32) {
+        let mut state = self.lock();
+        if let Some((life, Held::Out { next, .. })) =
+            state.held.get_mut(&(tag.session.clone(), pkid))
+            && *life == tag.life
+        {
+            *next = attempt;
+        }
     }
 
     /// The delivery of message `pkid`, tagged `tag`, was dropped unsettled
     /// (handed back by a closing subscription, or waiting for an in-process
     /// redelivery that will not come): a copy the broker resends is to be
-    /// handed out again.
+    /// handed out again, at the attempt it had reached.
     fn dropped(&self, tag: &Tag, pkid: u16) {
         let mut state = self.lock();
         let key = (tag.session.clone(), pkid);
-        if let Some((life, Held::Out { .. })) = state.held.get(&key)
-            && *life == tag.life
-            && let Some((_, Held::Out { route, copy })) = state.held.remove(&key)
+        let Some((life, Held::Out { next, .. })) = state.held.get(&key) else {
+            return;
+        };
+        if *life != tag.life {
+            return;
+        }
+        let returned = Held::Returned { next: *next };
+        if let Some((_, Held::Out { route, copy, .. })) =
+            state.held.insert(key.clone(), (tag.life, returned))
             && let Some((tag, requeue)) = copy
         {
             // Its subscription hands it out (unless it closed meanwhile).
             tracing::debug!(session = %tag.session, pkid = key.1, "mqtt: a delivery was dropped unsettled; its resent copy is handed out");
             let _ = requeue.unbounded_send((tag, route.publish));
-        }
-    }
-
-    /// Remembers a settled message whose PUBACK could not go out, unless
-    /// its session has started afresh meanwhile.
-    fn remember(&self, key: (Arc<str>, u16), life: u64) {
-        let mut state = self.lock();
-        if state.lives.get(&key.0).copied().unwrap_or(0) == life {
-            state.held.insert(key, (life, Held::Settled));
         }
     }
 }

@@ -24,6 +24,7 @@ use courier_broker::reconnect::Link;
 use courier_broker::retry::{LocalRetries, Next, Settle};
 use courier_broker::{BrokerError, Pattern};
 use futures::channel::mpsc;
+use futures::future::BoxFuture;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
@@ -79,7 +80,8 @@ pub(crate) async fn subscribe(
     let (tx, rx) = mpsc::unbounded();
     let early = subscribed(&mut eventloop, options.connect_timeout.get(), &filter).await?;
     for p in early {
-        let _ = tx.unbounded_send((inflight.tag(&current, &gate), p));
+        let tag = inflight.tag(&current, &gate);
+        forward(&inflight, &tx, tag, p);
     }
     let link = Link::new(
         KIND,
@@ -207,9 +209,7 @@ async fn run(mut eventloop: EventLoop, state: Loop, signals: Signals) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                // After an unsubscribe nobody takes messages any more; the
-                // ones still arriving are not acknowledged.
-                let _ = tx.unbounded_send((inflight.tag(&current, &gate), p));
+                forward(&inflight, &tx, inflight.tag(&current, &gate), p);
             }
             // The broker closes the connection after the DISCONNECT: the
             // poll after this one fails, and ends the loop below.
@@ -258,6 +258,17 @@ async fn run(mut eventloop: EventLoop, state: Loop, signals: Signals) {
     }
 }
 
+/// Passes a message that came off the connection to its subscription,
+/// recording it as received. After an unsubscribe nobody takes messages
+/// any more; the ones still arriving are not acknowledged, and the broker
+/// sends them again to the next connection to the session.
+fn forward(inflight: &Inflight, tx: &mpsc::UnboundedSender<(Tag, Publish)>, tag: Tag, p: Publish) {
+    if p.qos != QoS::AtMostOnce {
+        inflight.received(&tag, p.pkid, p.dup);
+    }
+    let _ = tx.unbounded_send((tag, p));
+}
+
 /// A subscription's connection, held by the subscription and by every
 /// delivery it handed out: the last holder to go disconnects.
 struct Connection {
@@ -272,6 +283,26 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let _ = self.closing.send(true);
         let _ = self.client.try_disconnect();
+    }
+}
+
+/// What settling a delivery does: acknowledge it through its claim. The
+/// connection stays open until the delivery is settled or dropped.
+struct Settlement {
+    claim: Claim,
+    _open: Arc<Connection>,
+}
+
+impl Settle for Settlement {
+    fn settle(self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let Self { claim, _open } = *self;
+            claim.settle().await
+        })
+    }
+
+    fn retrying(&self, attempt: u32) {
+        self.claim.retrying(attempt);
     }
 }
 
@@ -313,9 +344,8 @@ impl Subscription for MqttSubscription {
                     .await;
                 continue;
             }
-            let attempt = if publish.dup { 2 } else { 1 };
             if publish.qos == QoS::AtMostOnce {
-                return Some(Ok(self.retries.delivery_settling(message, attempt, None)));
+                return Some(Ok(self.retries.delivery_settling(message, 1, None)));
             }
             let pkid = publish.pkid;
             let route = Route {
@@ -324,24 +354,28 @@ impl Subscription for MqttSubscription {
                 generation: tag.generation,
                 publish,
             };
-            match self.inflight.arrived(&tag, route, &self.requeue).await {
-                Arrival::New => {}
+            let attempt = match self.inflight.arrived(&tag, route, &self.requeue).await {
+                Arrival::New(attempt) => attempt,
                 Arrival::Held | Arrival::Settled => continue,
-            }
-            let connection = connection.clone();
-            let claim = Claim::new(self.inflight.clone(), tag, pkid);
-            let settle: Settle = Box::new(move || {
-                Box::pin(async move {
-                    // The connection stays open until this delivery is settled.
-                    let _open = connection;
-                    claim.settle().await
-                })
-            });
+            };
+            let settle = Settlement {
+                claim: Claim::new(self.inflight.clone(), tag, pkid),
+                _open: connection.clone(),
+            };
             return Some(Ok(self.retries.delivery_settling(
                 message,
                 attempt,
-                Some(settle),
+                Some(Box::new(settle)),
             )));
+        }
+    }
+
+    /// From now on a re-subscription of this process takes this session
+    /// over (and with it what the broker had sent this connection); this
+    /// connection acknowledges nothing more once it does.
+    fn begin_close(&mut self) {
+        if let Some(connection) = &self.connection {
+            connection.gate.close();
         }
     }
 

@@ -3,6 +3,11 @@
 //! subscription when told to (at shutdown, once the workers have settled,
 //! detaching it: a persistent membership stays for the next start).
 //!
+//! An unsubscribed pump says when its subscription has begun closing (see
+//! [`Subscription::begin_close`]), before the network round trips of
+//! closing it: a guest that subscribes again right after may then take over
+//! what the old subscription holds at the broker.
+//!
 //! Every wait of a pump yields to its stop signal (`biased`, the stop
 //! first): a pump blocked on a full queue, or waiting to retry its
 //! subscription, never holds up an unsubscribe or a shutdown. A stopped
@@ -37,6 +42,7 @@ pub(crate) async fn pump(
     tx: mpsc::Sender<Inbound>,
     load: Arc<Load>,
     mut stop: oneshot::Receiver<bool>,
+    began_closing: oneshot::Sender<()>,
     mut workers_done: watch::Receiver<bool>,
     guest: Arc<str>,
 ) {
@@ -45,6 +51,8 @@ pub(crate) async fn pump(
         let _ = workers_done.wait_for(|done| *done).await;
         sub.detach().await
     } else {
+        sub.begin_close();
+        let _ = began_closing.send(());
         sub.close().await
     };
     if let Err(e) = closed {

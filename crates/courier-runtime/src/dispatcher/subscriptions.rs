@@ -31,6 +31,8 @@ pub(super) struct ActiveSub {
     /// Stops the pump; `true` at shutdown, when the pump keeps the
     /// subscription open until the workers have settled their batches.
     pub(super) stop: oneshot::Sender<bool>,
+    /// Told once the pump has begun closing an unsubscribed subscription.
+    began_closing: oneshot::Receiver<()>,
     pub(super) task: JoinHandle<()>,
 }
 
@@ -38,19 +40,31 @@ impl ActiveSub {
     /// Tells the pump to stop taking messages now; it closes the
     /// subscription by itself (a network round trip or more, which a guest
     /// unsubscribing from inside its handler must not wait for). Returns the
-    /// pump, to be awaited at shutdown.
-    fn unsubscribe(self) -> JoinHandle<()> {
+    /// pump, to be awaited at shutdown, and the word that it began closing.
+    fn unsubscribe(self) -> (JoinHandle<()>, oneshot::Receiver<()>) {
         let _ = self.stop.send(false);
-        self.task
+        (self.task, self.began_closing)
     }
 }
 
 impl GuestRuntime {
-    /// Stops a subscription's pump and keeps it to await at shutdown.
-    fn retire(&self, sub: ActiveSub) {
+    /// Stops a subscription's pump and keeps it to await at shutdown;
+    /// returns the word that the pump began closing it.
+    fn retire(&self, sub: ActiveSub) -> oneshot::Receiver<()> {
+        let (task, began_closing) = sub.unsubscribe();
         let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
         closing.retain(|p| !p.is_finished());
-        closing.push(sub.unsubscribe());
+        closing.push(task);
+        began_closing
+    }
+
+    /// Waits until the pumps of `retired` subscriptions have begun closing
+    /// them (no I/O: a pump answers its stop at once): a subscription the
+    /// guest makes next may take over what they hold at the broker, such as
+    /// an MQTT session and the messages it was sent.
+    async fn began_closing(retired: Vec<oneshot::Receiver<()>>) {
+        // A pump that ended otherwise dropped its sender: nothing to wait for.
+        futures::future::join_all(retired).await;
     }
 
     async fn settings_from(
@@ -167,13 +181,13 @@ impl GuestRuntime {
             match self.open(pattern, settings.clone()).await {
                 Ok(sub) => opened.push((key, sub)),
                 Err(e) => {
-                    for (_, s) in opened {
-                        self.retire(s);
-                    }
+                    let retired = opened.into_iter().map(|(_, s)| self.retire(s)).collect();
+                    Self::began_closing(retired).await;
                     return Err(e);
                 }
             }
         }
+        let mut retired = Vec::new();
         let mut subs = self.subs.lock().await;
         let removed: Vec<String> = subs
             .keys()
@@ -182,15 +196,17 @@ impl GuestRuntime {
             .collect();
         for key in removed {
             if let Some(s) = subs.remove(&key) {
-                self.retire(s);
+                retired.push(self.retire(s));
             }
         }
         for (key, sub) in opened {
             if let Some(old) = subs.insert(key, sub) {
-                self.retire(old);
+                retired.push(self.retire(old));
             }
         }
         tracing::info!(guest = %self.name, channels = ?subs.keys().collect::<Vec<_>>(), "subscriptions updated");
+        drop(subs);
+        Self::began_closing(retired).await;
         drop(stopped);
         Ok(())
     }
@@ -218,18 +234,21 @@ impl GuestRuntime {
         let sub = backend.subscribe(spec).await?;
         let source = Arc::new(Source { backend });
         let (stop, stopped) = oneshot::channel();
+        let (began, began_closing) = oneshot::channel();
         let task = tokio::spawn(pump(
             sub,
             source,
             tx,
             self.load.clone(),
             stopped,
+            began,
             self.workers_done.subscribe(),
             self.name.clone(),
         ));
         Ok(ActiveSub {
             settings,
             stop,
+            began_closing,
             task,
         })
     }

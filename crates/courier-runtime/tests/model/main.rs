@@ -29,7 +29,6 @@ use std::process::ExitCode;
 
 use courier_test_support::{Broker, Need, Trials};
 use driver::{Target, run};
-use reference::Action;
 
 /// The backends take turns: the model's deadlines are short, and two cases
 /// at once on two cores would measure the machine, not the host.
@@ -50,7 +49,6 @@ fn embedded() {
             client: "backend = \"embedded\"".into(),
             prefix: "model",
             embedded: true,
-            without: &[],
         },
         24,
     );
@@ -68,7 +66,6 @@ fn jetstream() {
             ),
             prefix: "jsmodel",
             embedded: false,
-            without: &[],
         },
         REMOTE_CASES,
     );
@@ -85,7 +82,6 @@ fn redis_streams() {
             ),
             prefix: "rstmodel",
             embedded: false,
-            without: &[],
         },
         REMOTE_CASES,
     );
@@ -102,40 +98,27 @@ fn amqp() {
             ),
             prefix: "amqpmodel",
             embedded: false,
-            without: &[],
         },
         REMOTE_CASES,
     );
 }
 
-#[cfg(feature = "mqtt")]
-fn mqtt_target(without: &'static [Action]) -> Target {
-    Target {
-        name: "Mosquitto (MQTT 5)",
-        client: Broker::Mosquitto.client(),
-        prefix: "mqttmodel",
-        embedded: false,
-        without,
-    }
-}
-
-/// MQTT with its default point-to-point sessions, without re-subscribing
-/// mid-call (`mqtt_resubscribing` has it).
+/// MQTT with its default point-to-point sessions. A guest that
+/// re-subscribes mid-call takes its old subscription's session over, and
+/// with it what the broker had sent that one (resent copies are handed out
+/// at the attempt the guest had reached, or acknowledged if it had settled
+/// them).
 #[cfg(feature = "mqtt")]
 fn mqtt() {
-    on(mqtt_target(&[Action::Resubscribe]), REMOTE_CASES);
-}
-
-/// The MQTT run with re-subscribing mid-call. A re-subscription takes its
-/// closing subscription's session over and gets what that one held (the
-/// conformance case `settling_after_unsubscribing_mid_call` passes), but
-/// only if the old subscription is already closing when the new one picks
-/// its slot; otherwise the new one takes a slot of its own, and what the
-/// old session had received waits there until that slot is taken again
-/// (the next start): the run's deadline passes first (issue 13).
-#[cfg(feature = "mqtt")]
-fn mqtt_resubscribing() {
-    on(mqtt_target(&[]), REMOTE_CASES);
+    on(
+        Target {
+            name: "Mosquitto (MQTT 5)",
+            client: Broker::Mosquitto.client(),
+            prefix: "mqttmodel",
+            embedded: false,
+        },
+        REMOTE_CASES,
+    );
 }
 
 fn main() -> ExitCode {
@@ -162,17 +145,6 @@ fn main() -> ExitCode {
     #[cfg(feature = "amqp")]
     trials.test("amqp", &[Need::Broker(Broker::RabbitMq)], amqp);
     #[cfg(feature = "mqtt")]
-    {
-        let needs = [Need::Broker(Broker::Mosquitto)];
-        trials.test("mqtt", &needs, mqtt);
-        trials
-            .test("mqtt_resubscribing", &needs, mqtt_resubscribing)
-            .ignored(
-                "known issue (issue 13): with re-subscribing mid-call, a message the old \
-                 subscription had received sometimes waits in its session until the next start \
-                 (e.g. COURIER_MODEL_SEED=8516591818348612199): the new subscription picked its \
-                 slot before the old one was closing",
-            );
-    }
+    trials.test("mqtt", &[Need::Broker(Broker::Mosquitto)], mqtt);
     trials.run()
 }
