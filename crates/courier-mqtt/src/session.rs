@@ -329,7 +329,16 @@ mod tests {
             inflight.arrived(&second, r, &q).await,
             Arrival::Settled
         ));
-        let (r, _l6) = route(&new, 7, false);
+        // The broker had the PUBACK and gave the id to another message,
+        // whose first send was lost with its connection: a copy, but not of
+        // the settled message.
+        let (mut r, _l6) = route(&new, 7, true);
+        r.publish.payload = "another".into();
+        assert!(matches!(
+            inflight.arrived(&second, r, &q).await,
+            Arrival::New(2)
+        ));
+        let (r, _l7) = route(&new, 8, false);
         assert!(matches!(
             inflight.arrived(&second, r, &q).await,
             Arrival::New(1)
@@ -529,8 +538,22 @@ enum Held {
     Returned { next: u32 },
     /// Settled and its PUBACK sent, or to be sent when no connection was
     /// up: a resent copy (the PUBACK did not reach the broker) is
-    /// acknowledged again, never handed out.
-    Settled,
+    /// acknowledged again, never handed out. `content` tells the copy from
+    /// another message: once the broker had the PUBACK it may give the
+    /// packet id to the next message, and if that one's first send was lost
+    /// with its connection, it too comes as a copy (DUP) under that id.
+    Settled { content: u64 },
+}
+
+/// A fingerprint of a message's topic and payload.
+fn content(publish: &Publish) -> u64 {
+    let hash = |h: u64, bytes: &[u8]| {
+        bytes.iter().fold(h, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let h = hash(0xcbf2_9ce4_8422_2325, &publish.topic);
+    hash(hash(h, &[0xff]), &publish.payload)
 }
 
 /// Where a message came from: the session (its client id and which of its
@@ -619,18 +642,18 @@ impl Sessions {
 
     /// Marks `key` settled in `life`, forgetting the oldest settled one
     /// beyond [`SETTLED_REMEMBERED`].
-    fn settled(&mut self, key: (Arc<str>, u16), life: u64) {
+    fn settled(&mut self, key: (Arc<str>, u16), life: u64, content: u64) {
         let recent = self.settled.entry(key.0.clone()).or_default();
         recent.push_back(key.1);
         if recent.len() > SETTLED_REMEMBERED
             && let Some(oldest) = recent.pop_front()
         {
             let old = (key.0.clone(), oldest);
-            if matches!(self.held.get(&old), Some((_, Held::Settled))) {
+            if matches!(self.held.get(&old), Some((_, Held::Settled { .. }))) {
                 self.held.remove(&old);
             }
         }
-        self.held.insert(key, (life, Held::Settled));
+        self.held.insert(key, (life, Held::Settled { content }));
     }
 }
 
@@ -745,7 +768,11 @@ impl Inflight {
                     tracing::debug!(session = %tag.session, pkid = key.1, "mqtt: a resent message the guest still holds is not handed out again");
                     return Arrival::Held;
                 }
-                Some((life, Held::Settled)) if dup && *life == tag.life => None,
+                Some((life, Held::Settled { content: c }))
+                    if dup && *life == tag.life && *c == content(&route.publish) =>
+                {
+                    None
+                }
                 Some((life, Held::Returned { next })) if dup && *life == tag.life => Some(*next),
                 Some((life, Held::Received)) if *life == tag.life => Some(1),
                 _ => Some(if dup { 2 } else { 1 }),
@@ -781,7 +808,7 @@ impl Inflight {
             let Some((_, Held::Out { route, .. })) = state.held.remove(&key) else {
                 return Ok(());
             };
-            state.settled(key, tag.life);
+            state.settled(key, tag.life, content(&route.publish));
             route
         };
         // If the PUBACK does not reach the broker, it sends the message
