@@ -36,6 +36,14 @@ pub struct MqttOptions {
     /// How long the broker keeps a persistent session (what it queued for a
     /// subscription) while Courier is away, in seconds (default one day).
     pub session_expiry_s: u32,
+    /// Refuse a publish the broker says reached no subscription (MQTT 5
+    /// reason 16, "no matching subscribers") instead of counting it as
+    /// sent (default `false`: in publish-subscribe, nobody listening is
+    /// normal). For channels that are queues: a broker that lost its
+    /// consumers' subscriptions (Mosquitto 2.0.11 does not restore shared
+    /// subscriptions after a restart) then refuses sends, to be tried again,
+    /// until they subscribe again.
+    pub require_subscribers: bool,
 }
 
 impl Default for MqttOptions {
@@ -49,6 +57,7 @@ impl Default for MqttOptions {
             client_id: "courier".into(),
             connect_timeout: ConnectTimeout::default(),
             session_expiry_s: 24 * 3600,
+            require_subscribers: false,
         }
     }
 }

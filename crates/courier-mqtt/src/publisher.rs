@@ -175,7 +175,13 @@ impl Publisher {
             KIND,
             format!("{}:{} (publisher)", options.host, options.port),
         );
-        let task = tokio::spawn(run(eventloop, waiting.clone(), options.qos, link));
+        let task = tokio::spawn(run(
+            eventloop,
+            waiting.clone(),
+            options.qos,
+            options.require_subscribers,
+            link,
+        ));
         Ok(Self {
             client,
             waiting,
@@ -233,7 +239,13 @@ fn refused(reason: impl std::fmt::Debug) -> BrokerError {
     BrokerError::other(format!("the broker refused the message: {reason:?}"))
 }
 
-async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, link: Link) {
+async fn run(
+    mut eventloop: EventLoop,
+    waiting: Arc<Mutex<Waiting>>,
+    qos: QoS,
+    require_subscribers: bool,
+    link: Link,
+) {
     // Whether the connection was up: rumqttc moves its requests into its
     // pending list only when a live connection fails, not when a reconnect
     // attempt does.
@@ -251,7 +263,13 @@ async fn run(mut eventloop: EventLoop, waiting: Arc<Mutex<Waiting>>, qos: QoS, l
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&waiting).written(pkid, qos),
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let result = match ack.reason {
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                    PubAckReason::Success => Ok(()),
+                    PubAckReason::NoMatchingSubscribers if !require_subscribers => Ok(()),
+                    PubAckReason::NoMatchingSubscribers => Err(BrokerError::busy(
+                        KIND,
+                        "no subscription on the broker matched the message (MQTT reason 16), \
+                         so nothing received it; try again once its consumers have subscribed",
+                    )),
                     r => Err(refused(r)),
                 };
                 lock(&waiting).acknowledged(ack.pkid, result);

@@ -27,7 +27,7 @@ use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::watch;
 
@@ -223,9 +223,17 @@ async fn run(mut eventloop: EventLoop, state: Loop, signals: Signals) {
                 if !ack.session_present {
                     inflight.new_life(&current);
                     tracing::info!(%filter, "mqtt: the session was not kept; subscribing again");
-                    if let Err(e) = client.try_subscribe(filter.clone(), qos) {
-                        tracing::warn!(%filter, "mqtt: subscribing again: {e}");
-                    }
+                }
+                // Even a resumed session may have lost its subscription:
+                // Mosquitto 2.0.11 does not restore shared subscriptions
+                // from its persistence. Subscribing again changes nothing
+                // where it was kept (retained messages only for a new one).
+                let again = Filter {
+                    retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+                    ..Filter::new(filter.clone(), qos)
+                };
+                if let Err(e) = client.try_subscribe_many([again]) {
+                    tracing::warn!(%filter, "mqtt: subscribing again: {e}");
                 }
             }
             Ok(_) => {}

@@ -262,7 +262,10 @@ impl PrivateBroker {
                 let mut conf = format!(
                     "listener {} 127.0.0.1\nallow_anonymous {}\npersistence true\n\
                      persistence_location {}/\nmax_queued_messages 100000\n\
-                     max_inflight_messages 100\nlog_dest stderr\n",
+                     max_inflight_messages 100\nlog_dest stderr\n\
+                     # Started as root, mosquitto drops to the `mosquitto` user, which\n\
+                     # cannot write this directory: it would lose every session on restart.\n\
+                     user root\n",
                     self.port,
                     self.auth.is_none(),
                     data.display()

@@ -35,17 +35,31 @@ const MAX_PUMP_BATCH: usize = 256;
 /// How long a pump waits before it asks a failing subscription again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// How a pump is stopped, and what it says while stopping.
+pub(crate) struct Control {
+    /// Stops the pump: `true` at shutdown (detach once the workers are
+    /// done), `false` to unsubscribe.
+    pub(crate) stop: oneshot::Receiver<bool>,
+    /// Told once an unsubscribed subscription has begun closing.
+    pub(crate) began_closing: oneshot::Sender<()>,
+    /// Set once the guest's workers have settled their batches.
+    pub(crate) workers_done: watch::Receiver<bool>,
+}
+
 /// Moves deliveries from a broker subscription to the guest's queue.
 pub(crate) async fn pump(
     mut sub: Box<dyn Subscription>,
     source: Arc<Source>,
     tx: mpsc::Sender<Inbound>,
     load: Arc<Load>,
-    mut stop: oneshot::Receiver<bool>,
-    began_closing: oneshot::Sender<()>,
-    mut workers_done: watch::Receiver<bool>,
+    control: Control,
     guest: Arc<str>,
 ) {
+    let Control {
+        mut stop,
+        began_closing,
+        mut workers_done,
+    } = control;
     let shutdown = feed(sub.as_mut(), &source, tx, &load, &mut stop, &guest).await;
     let closed = if shutdown {
         let _ = workers_done.wait_for(|done| *done).await;

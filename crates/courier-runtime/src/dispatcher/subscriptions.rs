@@ -12,7 +12,7 @@ use courier_wasi_messaging::MessagingError;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::pump::pump;
+use super::pump::{Control, pump};
 use super::{GuestRuntime, broker_ack_wait};
 use crate::config::DeliveryMode;
 use crate::deliveries::Source;
@@ -240,9 +240,11 @@ impl GuestRuntime {
             source,
             tx,
             self.load.clone(),
-            stopped,
-            began,
-            self.workers_done.subscribe(),
+            Control {
+                stop: stopped,
+                began_closing: began,
+                workers_done: self.workers_done.subscribe(),
+            },
             self.name.clone(),
         ));
         Ok(ActiveSub {
