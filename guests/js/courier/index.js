@@ -149,11 +149,8 @@ export function text(m) {
  */
 export function send(channel, messages, client = "") {
   const c = call(() => Client.connect(client));
-  try {
-    call(() => witSend(c, channel, messages));
-  } finally {
-    c[Symbol.dispose]?.();
-  }
+  // `send` takes the client (an owned handle): nothing is left to close.
+  call(() => witSend(c, channel, messages));
 }
 
 /** Accepts a received message now. */

@@ -190,8 +190,8 @@ def send(channel: str, messages: List[types.Message], client: str = "") -> None:
     """Sends ``messages`` through ``client`` (the default one when empty). A
     non-empty ``channel`` overrides each message's topic."""
     try:
-        with types.Client.connect(client) as c:
-            producer.send(c, channel, list(messages))
+        # `send` takes the client (an owned handle): nothing is left to close.
+        producer.send(types.Client.connect(client), channel, list(messages))
     except Err as e:
         raise _typed(e) from None
 
