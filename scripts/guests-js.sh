@@ -5,7 +5,8 @@
 #
 # componentize-js is the one guests/js/package.json pins, installed by
 # `npm ci` in guests/js (scripts/setup.sh --guests does it). A component
-# newer than every source and the WIT is not built again.
+# newer than every source and the WIT is not built again. The world is
+# guests/js/wit's `guest`: wasi:messaging's, plus wasi:cli/environment.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/target/guests/js}"
@@ -19,14 +20,14 @@ cd "$root/guests/js"
 for dir in examples/*/; do
   name="$(basename "$dir")"
   wasm="$out/$name.wasm"
-  if [[ -f "$wasm" ]] && [[ -z "$(find courier "$dir" "$root/wit" package-lock.json \
+  if [[ -f "$wasm" ]] && [[ -z "$(find courier "$dir" "$root/wit" wit package-lock.json \
       -newer "$wasm" -type f -print -quit)" ]]; then
     continue
   fi
   echo "componentize-js: $name -> $wasm" >&2
   # No fetch(): Courier links no wasi:http, and a guest reaches the world
   # only through wasi:messaging.
-  "$tool" "$dir/app.js" --wit "$root/wit" --world-name messaging \
+  "$tool" "$dir/app.js" --wit wit --world-name guest \
     --disable http fetch-event -o "$wasm.tmp" >&2
   mv "$wasm.tmp" "$wasm"
 done

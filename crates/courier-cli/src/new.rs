@@ -49,6 +49,19 @@ const WIT: &[(&str, &str)] = &[
     ("guest.wit", include_str!("../../../wit/guest.wit")),
 ];
 
+/// The world JavaScript guests are built against (`guests/js/wit`): the
+/// messaging world plus `wasi:cli/environment`, with the WIT above as a dependency.
+const JS_WIT: &[(&str, &str)] = &[
+    (
+        "world.wit",
+        include_str!("../../../guests/js/wit/world.wit"),
+    ),
+    (
+        "deps/cli/environment.wit",
+        include_str!("../../../guests/js/wit/deps/cli/environment.wit"),
+    ),
+];
+
 const PYTHON_SDK: &str = include_str!("../../../guests/python/courier/__init__.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("../../../guests/python/requirements.txt");
 const JS_SDK: &str = include_str!("../../../guests/js/courier/index.js");
@@ -182,11 +195,23 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(path, template)| (path.to_string(), fill(template)))
         .collect();
-    if args.lang != Lang::Rust {
-        files.extend(
+    match args.lang {
+        Lang::Rust => {}
+        Lang::Python => files.extend(
             WIT.iter()
                 .map(|(file, text)| (format!("wit/{file}"), text.to_string())),
-        );
+        ),
+        Lang::Js => {
+            files.extend(
+                JS_WIT
+                    .iter()
+                    .map(|(file, text)| (format!("wit/{file}"), text.to_string())),
+            );
+            files.extend(
+                WIT.iter()
+                    .map(|(file, text)| (format!("wit/deps/messaging/{file}"), text.to_string())),
+            );
+        }
     }
     for (path, text) in &files {
         let path = dir.join(path);

@@ -1,6 +1,7 @@
 //! The Python and JavaScript example guests (`guests/python`, `guests/js`)
 //! through the same cases as the Rust guests they mirror, on the embedded
-//! broker: echo through `uppercase`, a send outside the grant refused,
+//! broker: echo through `uppercase` (and its `OUT` setting), a send outside
+//! the grant refused,
 //! `abandon` then dead letter, and a raised exception treated like a trap
 //! (redelivered, the instance replaced). Each case also runs the Rust guest,
 //! so the languages are held to one behaviour.
@@ -94,6 +95,24 @@ async fn uppercase_round_trip(lang: Lang) {
         (2, 2),
         "auto-ack after ok"
     );
+}
+
+/// `OUT` in the guest's `env` names the channel `uppercase` writes to.
+async fn output_channel_from_the_environment(lang: Lang) {
+    let h = Harness::start(&format!(
+        r#"
+        [guests.uppercase]
+        component = "{}"
+        subscribe = ["in"]
+        allow-publish = ["shout"]
+        env = {{ OUT = "shout" }}
+        "#,
+        lang.guest("uppercase")
+    ))
+    .await;
+    let mut shout = h.watch("shout").await;
+    h.publish("in", "quiet").await;
+    assert_eq!(next(&mut shout).await.data, "QUIET");
 }
 
 /// A `reply-to` outside `allow-publish`: the send is refused with
@@ -237,6 +256,11 @@ fn main() -> ExitCode {
             name("send_outside_the_grant_is_refused"),
             &needs,
             move || send_outside_the_grant_is_refused(lang),
+        );
+        trials.tokio(
+            name("output_channel_from_the_environment"),
+            &needs,
+            move || output_channel_from_the_environment(lang),
         );
         trials.tokio(name("abandon_then_dead_letter"), &needs, move || {
             abandon_then_dead_letter(lang)

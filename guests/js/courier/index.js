@@ -17,7 +17,10 @@
 //
 // `send` connects to the guest's default client (or the named one) and sends;
 // `complete` / `abandon` settle one message; `subscribe` replaces the
-// guest's subscriptions. Host errors arrive as the typed errors
+// guest's subscriptions; `env` reads the guest's configured environment.
+//
+// Build against the world in guests/js/wit (`--world-name guest`): the
+// messaging world plus wasi:cli/environment, which `env` reads. Host errors arrive as the typed errors
 // `Unauthorized`, `Timeout`, `ConnectionError` and `OtherError`, all
 // `MessagingError`s.
 
@@ -28,6 +31,7 @@ import {
   abandonMessage,
   updateGuestConfiguration,
 } from "wasi:messaging/consumer@0.2.0-draft";
+import { getEnvironment } from "wasi:cli/environment@0.2.3";
 
 /** Metadata key of the host-issued delivery id. */
 export const DELIVERY_ID = "courier-delivery-id";
@@ -172,6 +176,18 @@ export function subscribe(channels, extensions = {}) {
       extensions: pairs.length ? pairs : undefined,
     }),
   );
+}
+
+let environment;
+
+/**
+ * The value of environment variable `name` (set in the guest's config under
+ * `env`), or `fallback`. Read when first asked, not while the component is
+ * built (componentize-js runs the module's top level at build time).
+ */
+export function env(name, fallback) {
+  environment ??= new Map(getEnvironment());
+  return environment.get(name) ?? fallback;
 }
 
 /** The `guest` export for a handler of a batch of messages. */

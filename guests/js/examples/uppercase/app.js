@@ -1,16 +1,17 @@
 // `uppercase`: sends each message's data upper-cased to its `reply-to`, or
-// to the channel `out`, keeping its content type and metadata. The same
-// behaviour as the Rust `uppercase` guest, so the same tests apply (the
-// Rust guest's `OUT` and `DELAY_MS` settings are not read: a guest built
-// with componentize-js for this world has no environment to read them from).
+// to the channel `out` (or the one in the guest's `OUT` environment
+// variable), keeping its content type and metadata. The same behaviour as
+// the Rust `uppercase` guest, so the same tests apply; the Rust guest's
+// `DELAY_MS` is not read (JavaScript here has no blocking sleep).
 
-import { handler, message, send, text } from "../../courier/index.js";
+import { env, handler, message, send, text } from "../../courier/index.js";
 
 export const guest = handler((messages) => {
+  const out = env("OUT", "out");
   // One send per destination, in arrival order within each.
   const byDestination = new Map();
   for (const m of messages) {
-    const to = m.replyTo ?? "out";
+    const to = m.replyTo ?? out;
     const metadata = (m.metadata ?? []).filter(([k]) => !k.startsWith("courier-"));
     const upper = message(to, text(m).toUpperCase(), {
       contentType: m.contentType,
