@@ -39,7 +39,6 @@ pub async fn check(path: &Path, config: Option<&Path>) -> anyhow::Result<()> {
         );
     if let Some(warning) = memory_warning(&inspection, limit_mib) {
         println!("warning: {warning}");
-        tracing::warn!("{warning}");
     }
     println!("imports:");
     for i in &imports {
