@@ -3,6 +3,6 @@
 # under guests/ for wasm32-wasip2 and run them through Courier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --guests
 scripts/brokers.sh ensure
 cargo test --workspace "$@"

@@ -4,6 +4,7 @@
 
 mod check;
 mod http;
+mod new;
 mod run;
 mod signals;
 mod tools;
@@ -41,6 +42,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a ready-to-build guest project in Rust, Python or JavaScript.
+    New(new::NewArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Check { component, config } => {
             block_on(Box::pin(check::check(&component, config.as_deref())))
         }
+        Command::New(args) => new::new(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -98,6 +98,14 @@ fn check_accepts_a_guest_and_explains_what_is_not_one() {
         stdout.contains("ok: exports wasi:messaging/guest@0.2.0-draft"),
         "{stdout}"
     );
+    // What produced it, its size and the memory it starts with.
+    assert!(stdout.contains("\nsize: "), "{stdout}");
+    assert!(
+        stdout.contains("processed-by: ") && stdout.contains("wit-bindgen-rust"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\ninitial memory: "), "{stdout}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
@@ -150,6 +158,13 @@ fn check_and_run_refuse_a_guest_that_cannot_run() {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("memory-limit-mib = 1"), "{stderr}");
+    // Said before trying: the memory the component starts with is over the limit.
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: the component starts with")
+            && stdout.contains("more than memory-limit-mib = 1"),
+        "{stdout}"
+    );
     let out = courier(
         &[
             "run",

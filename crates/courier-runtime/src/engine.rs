@@ -31,6 +31,20 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
+    /// What `host` configures: the compilation cache (`host.cache-dir`, else
+    /// [`default_cache_dir`](Self::default_cache_dir); none with
+    /// `compile-cache = false`) and the pooling allocator.
+    pub fn for_host(host: &courier_config::host::HostConfig) -> Self {
+        Self {
+            cache_dir: if host.compile_cache {
+                host.cache_dir.clone().or_else(Self::default_cache_dir)
+            } else {
+                None
+            },
+            pooling: host.pooling,
+        }
+    }
+
     /// `$XDG_CACHE_HOME/courier`, else `$HOME/.cache/courier`.
     pub fn default_cache_dir() -> Option<PathBuf> {
         let base = std::env::var_os("XDG_CACHE_HOME")

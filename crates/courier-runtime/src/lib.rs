@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the configuration (the `courier-config` crate).
 //! - [`engine`]: the wasmtime engine, epoch deadlines, component loading.
+//! - [`inspect`]: what a component says about itself (producers, size,
+//!   initial memory), for `courier check`.
 //! - [`clients`]: named, pooled broker connections.
 //! - [`dispatcher`]: one running guest — subscriptions, the pump, workers,
 //!   settlement — in small modules; among them [`deliveries`] (in-flight
@@ -18,6 +20,7 @@ pub mod clients;
 pub use courier_config as config;
 pub mod dispatcher;
 pub mod engine;
+pub mod inspect;
 pub mod readiness;
 pub mod runtime;
 pub mod telemetry;

@@ -54,6 +54,18 @@ pub fn link(
                 "`{}` imports something Courier does not provide",
                 path.display()
             )
+        })
+        .map_err(|e| {
+            // componentize-js links its fetch() unless told not to.
+            if format!("{e:#}").contains("wasi:http/") {
+                e.context(
+                    "Courier gives guests no wasi:http (a guest reaches the world through \
+                     wasi:messaging); with componentize-js, build with \
+                     `--disable http fetch-event`",
+                )
+            } else {
+                e
+            }
         })?;
     MessagingPre::new(pre)
         .map_err(anyhow::Error::from)
@@ -82,18 +94,7 @@ impl Runtime {
             })
             .or_else(|| config.clients.keys().next().cloned())
             .unwrap_or_default();
-        let engine = new_engine_with(&EngineOptions {
-            cache_dir: if config.host.compile_cache {
-                config
-                    .host
-                    .cache_dir
-                    .clone()
-                    .or_else(EngineOptions::default_cache_dir)
-            } else {
-                None
-            },
-            pooling: config.host.pooling,
-        })?;
+        let engine = new_engine_with(&EngineOptions::for_host(&config.host))?;
         let linker = linker(&engine)?;
         let embedded = match &config.host.data_dir {
             Some(dir) => EmbeddedBroker::open(dir, config.host.sync)

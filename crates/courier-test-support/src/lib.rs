@@ -17,6 +17,8 @@
 //! - [`proxy`]: a TCP proxy that stalls, delays or resets connections.
 //! - [`cluster`]: clusters of nats-servers (JetStream) and RabbitMQ nodes
 //!   on loopback, nodes to kill and restart.
+//! - [`polyglot`]: the Python and JavaScript example guests, built on
+//!   first use with the toolchains `scripts/setup.sh --guests` installs.
 //! - [`collector`]: the checker of fault tests: what came out, counted by
 //!   payload, against what was accepted (handled, duplicates, lost).
 
@@ -31,6 +33,7 @@ pub mod logs;
 pub mod messages;
 pub mod names;
 pub mod net;
+pub mod polyglot;
 pub mod private;
 pub mod process;
 pub mod proxy;
@@ -40,5 +43,6 @@ pub mod wait;
 pub use brokers::{Broker, ci};
 pub use names::unique;
 pub use net::{accepting, free_port};
+pub use polyglot::Language;
 pub use trials::{Need, Trials};
 pub use wait::{eventually, eventually_async, wait_until, wait_until_async};

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::brokers::{Broker, ci, find_program};
+use crate::polyglot::Language;
 
 /// Something a test needs from the machine; checked just before it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum Need {
     Installed(Broker),
     /// A command-line tool on `PATH` (`redis-cli`, `mosquitto_pub`, …).
     Tool(&'static str),
+    /// A guest language's toolchain ([`Language::check`]).
+    Toolchain(Language),
 }
 
 impl Need {
@@ -50,6 +53,7 @@ impl Need {
             Need::Tool(tool) => find_program(tool)
                 .map(drop)
                 .ok_or_else(|| format!("`{tool}` is not installed")),
+            Need::Toolchain(language) => language.check(),
         }
     }
 }

@@ -113,6 +113,15 @@ impl Instance {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestLog::new(name.clone(), "stdout"))
             .stderr(GuestLog::new(name.clone(), "stderr"));
+        // Python and JavaScript components import wasi:sockets (their
+        // interpreters link it); a guest talks to the world only through
+        // wasi:messaging. These are wasmtime-wasi's defaults today, kept
+        // explicit so that a change of defaults cannot open them, and no
+        // directory is preopened.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
         if config.inherit_env {
             wasi.inherit_env();
         }
