@@ -103,8 +103,16 @@ impl SessionId {
 
 /// FNV-1a: a fingerprint that stays the same across builds and platforms.
 fn fingerprint(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    fnv1a(FNV_OFFSET, text.as_bytes())
+}
+
+/// FNV-1a's starting value.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues an FNV-1a hash `h` over `bytes`.
+fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -547,13 +555,8 @@ enum Held {
 
 /// A fingerprint of a message's topic and payload.
 fn content(publish: &Publish) -> u64 {
-    let hash = |h: u64, bytes: &[u8]| {
-        bytes.iter().fold(h, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    let h = hash(0xcbf2_9ce4_8422_2325, &publish.topic);
-    hash(hash(h, &[0xff]), &publish.payload)
+    let h = fnv1a(FNV_OFFSET, &publish.topic);
+    fnv1a(fnv1a(h, &[0xff]), &publish.payload)
 }
 
 /// Where a message came from: the session (its client id and which of its
