@@ -6,27 +6,14 @@
 //! without a NATS server listening its test is ignored with the reason
 //! (failed when `CI=true`).
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use courier_test_support::{Broker, Need, Trials, unique};
 use futures::StreamExt;
 
 const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 const N: usize = 1000;
-
-fn host(config: &std::path::Path) -> Child {
-    Command::new(COURIER)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn courier")
-}
 
 async fn survivor_completes_the_killed_hosts_messages() {
     let ns = unique("takeover");
@@ -86,67 +73,22 @@ env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
         a.await.unwrap();
     }
 
-    let mut a = host(&config);
-    let mut b = host(&config);
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut killed = false;
-    while seen.len() < N && Instant::now() < deadline {
-        if !killed && seen.len() >= N / 5 {
-            a.kill().unwrap(); // SIGKILL
-            killed = true;
-        }
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), out.next()).await {
-            *seen
-                .entry(String::from_utf8_lossy(&m.payload).into_owned())
-                .or_default() += 1;
-        }
-    }
-    let _ = a.kill();
-    a.wait().unwrap();
-    // Stop the survivor gracefully and read its summary.
-    let _ = Command::new("kill")
-        .args(["-TERM", &b.id().to_string()])
-        .status();
-    let mut stderr = String::new();
-    b.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    b.wait().unwrap();
+    courier_test_support::takeover::two_hosts_one_killed(
+        "takeover",
+        COURIER,
+        &config,
+        N,
+        Duration::from_secs(90),
+        async || match tokio::time::timeout(Duration::from_secs(5), out.next()).await {
+            Ok(Some(m)) => Some(String::from_utf8_lossy(&m.payload).into_owned()),
+            _ => None,
+        },
+    )
+    .await;
     // Leave the shared stream as it was.
     let consumer = courier_nats::jetstream::consumer_name(&group, &format!("{ns}.in"));
     stream.delete_consumer(&consumer).await.unwrap();
     stream.purge().filter(format!("{ns}.>")).await.unwrap();
-
-    assert!(
-        killed,
-        "the first host was never killed (saw {})",
-        seen.len()
-    );
-    let missing: Vec<String> = (0..N)
-        .map(|i| format!("M{i}"))
-        .filter(|m| !seen.contains_key(m))
-        .collect();
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    eprintln!(
-        "takeover: {N} published, {} handled, {} duplicates, {} missing",
-        seen.len(),
-        duplicates,
-        missing.len()
-    );
-    assert!(missing.is_empty(), "never handled: {missing:?}");
-    let delivered: usize = stderr
-        .lines()
-        .find_map(|l| l.split("done: ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary from the survivor:\n{stderr}"));
-    assert!(
-        delivered < N,
-        "the survivor handled everything ({delivered}); the killed host did no work"
-    );
 }
 
 fn main() -> ExitCode {

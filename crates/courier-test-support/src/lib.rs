@@ -37,6 +37,7 @@ pub mod polyglot;
 pub mod private;
 pub mod process;
 pub mod proxy;
+pub mod takeover;
 pub mod trials;
 pub mod wait;
 
