@@ -16,7 +16,7 @@ seconds="${1:-20}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(config nats_headers redis_fields amqp_properties mqtt_properties)
+  targets=(config nats_headers redis_fields amqp_properties mqtt_properties kafka_headers)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked

@@ -16,6 +16,7 @@ pub const SPECIAL_KEYS: &[&str] = &[
     "courier-attempt",
     "content-type",
     "reply-to",
+    "kafka-key",
     "correlation-id",
     "correlation-id-hex",
     "data",

@@ -86,7 +86,8 @@ fn embedded_clients_take_no_options() {
     feature = "nats",
     feature = "redis",
     feature = "amqp",
-    feature = "mqtt"
+    feature = "mqtt",
+    feature = "kafka"
 ))]
 #[test]
 fn bad_backend_option_values_are_refused_when_read_naming_key_and_line() {
@@ -114,6 +115,14 @@ fn bad_backend_option_values_are_refused_when_read_naming_key_and_line() {
         (
             "[clients.a]\nbackend = \"amqp\"\nurl = \"amqp://h\"\n[clients.a.options]\nexchnage = \"x\"\n",
             "line 5 `clients.a.options.exchnage`",
+        ),
+        (
+            "[clients.k]\nbackend = \"kafka\"\nurl = \"kafka://h:9092\"\n[clients.k.options]\nacks = \"some\"\n",
+            "line 5 `clients.k.options.acks`",
+        ),
+        (
+            "[clients.k]\nbackend = \"kafka\"\nurl = \"kafka://h:9092\"\n[clients.k.options]\nlinger = 5\n",
+            "line 5 `clients.k.options.linger`",
         ),
         // A check across keys names the options table and its line.
         (

@@ -34,6 +34,8 @@ pub fn builtin() -> Registry {
     registry.register(courier_amqp::Amqp);
     #[cfg(feature = "mqtt")]
     registry.register(courier_mqtt::Mqtt);
+    #[cfg(feature = "kafka")]
+    registry.register(courier_kafka::Kafka);
     registry
 }
 
@@ -54,6 +56,9 @@ mod tests {
         }
         if cfg!(feature = "mqtt") {
             expected.push("mqtt");
+        }
+        if cfg!(feature = "kafka") {
+            expected.push("kafka");
         }
         expected.sort();
         assert_eq!(kinds, expected);

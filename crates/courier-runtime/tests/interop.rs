@@ -1,6 +1,7 @@
 //! A guest between each broker's own tools: messages from `redis-cli`,
-//! `mosquitto_pub` and a plain AMQP client reach the guest, and what it sends
-//! is read back by `redis-cli`, `mosquitto_sub` and a plain AMQP client.
+//! `mosquitto_pub`, a plain AMQP client and `kcat` reach the guest, and what
+//! it sends is read back by `redis-cli`, `mosquitto_sub`, a plain AMQP client
+//! and `kcat`.
 //! A broker that is not listening, or a tool that is not installed, makes
 //! the tests that need it ignored with the reason (failed when `CI=true`).
 
@@ -419,6 +420,87 @@ async fn amqp_rpc_reply_keeps_correlation_id() {
     runtime.stop().await;
 }
 
+/// `kcat ARGS` against the shared Kafka broker, with `input` on its standard
+/// input; its standard output, or `None` if it failed (a topic that does not
+/// exist yet). It runs with the librdkafka of
+/// [`kcat_library_path`](courier_test_support::brokers::kcat_library_path).
+#[cfg(feature = "kafka")]
+fn kcat(args: &[&str], input: &str) -> Option<String> {
+    use std::io::Write;
+    let library = courier_test_support::brokers::kcat_library_path();
+    assert!(
+        library.join("librdkafka.so.1").exists(),
+        "kcat needs the librdkafka in {} (scripts/brokers.sh ensure puts it there)",
+        library.display()
+    );
+    let broker = format!("127.0.0.1:{}", Broker::Kafka.port());
+    let mut child = Command::new("kcat")
+        .env("LD_LIBRARY_PATH", &library)
+        .args(["-b", &broker, "-q"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is needed for this test");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// kcat produces a keyed record with headers; the guest's output, read by
+/// kcat, has them still: the key (the `kafka-key` metadata entry) and the
+/// header the guest passed on.
+#[cfg(feature = "kafka")]
+async fn kcat_in_and_out() {
+    let ns = unique("interop");
+    let runtime = uppercase(&Broker::Kafka.client(), &ns).await;
+    let (input, output) = (format!("{ns}.in"), format!("{ns}.out"));
+    let produced = kcat(
+        &["-P", "-t", &input, "-k", "order-1", "-H", "trace=7"],
+        "hello from kcat",
+    );
+    assert!(produced.is_some(), "kcat could not produce to {input}");
+    let mut seen = String::new();
+    wait_until_async(WAIT, "the guest's output, read by kcat", || {
+        seen = kcat(
+            &[
+                "-C",
+                "-t",
+                &output,
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k|%h|%s\\n",
+            ],
+            "",
+        )
+        .unwrap_or_default();
+        seen.contains("HELLO FROM KCAT")
+    })
+    .await;
+    let line = seen
+        .lines()
+        .find(|l| l.contains("HELLO FROM KCAT"))
+        .unwrap();
+    let mut fields = line.split('|');
+    assert_eq!(fields.next(), Some("order-1"), "the record key: {line}");
+    let headers = fields.next().unwrap_or_default();
+    assert!(
+        headers.split(',').any(|h| h == "trace=7"),
+        "the header `trace=7` is missing: {line}"
+    );
+    runtime.stop().await;
+}
+
 /// How long a step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -480,5 +562,11 @@ fn main() -> ExitCode {
             amqp_rpc_reply_keeps_correlation_id,
         );
     }
+    #[cfg(feature = "kafka")]
+    trials.tokio(
+        "kcat_in_and_out",
+        &[Need::Broker(Broker::Kafka), Need::Tool("kcat")],
+        kcat_in_and_out,
+    );
     trials.run()
 }

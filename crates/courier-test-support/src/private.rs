@@ -318,7 +318,7 @@ impl PrivateBroker {
                     let _ = Command::new("chmod").arg("-R").arg("a+rwX").arg(p).status();
                 }
             }
-            Broker::Nats | Broker::Redis => {}
+            Broker::Nats | Broker::Redis | Broker::Kafka => {}
         }
     }
 
@@ -391,6 +391,12 @@ impl PrivateBroker {
             }
             Broker::Mosquitto => {
                 cmd.arg("-c").arg(dir.join("mosquitto.conf"));
+            }
+            Broker::Kafka => {
+                // In memory: tansu's durable engines need a database or S3.
+                let at = format!("tcp://127.0.0.1:{}", self.port);
+                cmd.args(["broker", "--storage-engine", "memory://tansu/"])
+                    .args(["--listener-url", &at, "--advertised-listener-url", &at]);
             }
             Broker::RabbitMq => {
                 let dist = free_port();

@@ -108,6 +108,18 @@ fn mqtt() -> Target {
     }
 }
 
+/// Kafka (tansu in CI): two partitions per topic, so that the members of a
+/// group share work; records are then in order per partition, not per
+/// channel (`ordered` is false).
+#[cfg(feature = "kafka")]
+fn kafka() -> Target {
+    Target {
+        client: format!("{}\noptions = {{ partitions = 2 }}", Broker::Kafka.client()),
+        prefix: "kafka",
+        ..Default::default()
+    }
+}
+
 fn main() -> ExitCode {
     let mut trials = Trials::new();
     backend(&mut trials, "embedded", &[], embedded);
@@ -133,5 +145,7 @@ fn main() -> ExitCode {
         &[Need::Broker(Broker::Mosquitto)],
         mqtt,
     );
+    #[cfg(feature = "kafka")]
+    backend(&mut trials, "kafka", &[Need::Broker(Broker::Kafka)], kafka);
     trials.run()
 }
