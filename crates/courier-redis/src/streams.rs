@@ -400,9 +400,14 @@ impl Subscription for StreamSubscription {
                 held_lock(&self.held).insert(id);
                 return Some(Ok(d));
             }
+            // A claim at most every BLOCK, counted from the end of the last
+            // one: counted from its start, a claim that takes BLOCK or more
+            // (a round trip of 100 ms) would be followed by another at once,
+            // and new entries would never be read.
             let result = if self.last_claim.elapsed() >= BLOCK {
+                let claimed = self.claim().await;
                 self.last_claim = Instant::now();
-                self.claim().await
+                claimed
             } else {
                 self.read().await
             };
