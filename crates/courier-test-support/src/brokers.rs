@@ -148,7 +148,17 @@ impl Broker {
             Broker::RabbitMq => ("COURIER_RABBITMQ_SERVER", "rabbitmq-server"),
             Broker::Kafka => ("COURIER_TANSU", "tansu"),
         };
-        std::env::var(var).unwrap_or_else(|_| default.to_string())
+        if let Ok(program) = std::env::var(var) {
+            return program;
+        }
+        // scripts/brokers.sh builds tansu into the cache, not onto the PATH.
+        if self == Broker::Kafka {
+            let built = courier_cache().join("tansu-0.6.0/bin/tansu");
+            if built.exists() {
+                return built.display().to_string();
+            }
+        }
+        default.to_string()
     }
 
     /// Where the program that runs a private broker is; `Err` says why it
@@ -193,9 +203,15 @@ pub fn kcat_library_path() -> PathBuf {
     if let Some(dir) = std::env::var_os("COURIER_KCAT_LIBRARY_PATH") {
         return dir.into();
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    courier_cache().join("librdkafka-2.16.2")
+}
+
+/// Where `scripts/brokers.sh` keeps what it builds or fetches once:
+/// `$XDG_CACHE_HOME/courier`, or `~/.cache/courier`.
+fn courier_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("courier").join("librdkafka-2.16.2")
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("courier")
 }
