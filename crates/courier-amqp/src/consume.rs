@@ -340,12 +340,18 @@ impl AmqpSubscription {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
-        open.channel
-            .basic_cancel(open.consumer.tag(), BasicCancelOptions::default())
-            .await
-            .map_err(connection_error)?;
-        // After the cancel the consumer yields what it had buffered, then ends.
+        // Bounded like every wait on the broker: on a connection that died
+        // unnoticed (a broker restart), the cancel-ok never comes.
         let timeout = self.options.connect_timeout.get();
+        tokio::time::timeout(
+            timeout,
+            open.channel
+                .basic_cancel(open.consumer.tag(), BasicCancelOptions::default()),
+        )
+        .await
+        .map_err(|_| BrokerError::timeout("amqp cancel", timeout))?
+        .map_err(connection_error)?;
+        // After the cancel the consumer yields what it had buffered, then ends.
         let handed_back = async {
             while let Some(Ok(delivery)) = open.consumer.next().await {
                 if let Some(d) = self
