@@ -33,7 +33,9 @@ start() {
 # release build) is fast enough for the tests. COURIER_TANSU may name another
 # binary.
 TANSU_VERSION=0.6.0
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/courier"
+# Not ~/.cache/courier: that is the compile cache of courier itself, whose
+# clean-up removes files it does not know.
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/courier-brokers"
 tansu_bin() {
   if [ -n "${COURIER_TANSU:-}" ]; then echo "$COURIER_TANSU"; return 0; fi
   local root="$CACHE/tansu-$TANSU_VERSION"

@@ -207,11 +207,13 @@ pub fn kcat_library_path() -> PathBuf {
 }
 
 /// Where `scripts/brokers.sh` keeps what it builds or fetches once:
-/// `$XDG_CACHE_HOME/courier`, or `~/.cache/courier`.
+/// `$XDG_CACHE_HOME/courier-brokers`, or `~/.cache/courier-brokers` (not
+/// `courier`: that is the compile cache, whose clean-up removes files it
+/// does not know).
 fn courier_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("courier")
+        .join("courier-brokers")
 }
