@@ -27,27 +27,10 @@ async fn survivor_takes_over_the_killed_hosts_partitions() {
     let options = "{ partitions = 2, session-timeout-ms = 6000, batch-num-messages = 1 }";
     std::fs::write(
         &config,
-        format!(
-            r#"
-[host]
-summary-secs = 0
-
-[clients.default]
-{client}
-options = {options}
-
-[guests.up]
-component = "{component}"
-subscribe = ["{ns}.in"]
-allow-publish = ["{ns}.>"]
-mode = "point-to-point"
-group = "{group}"
-batch-size = 10
-ack-wait-ms = 2000
-env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
-"#,
-            component = test_programs::UPPERCASE,
-            client = Broker::Kafka.client(),
+        courier_test_support::takeover::config(
+            &format!("{}\noptions = {options}", Broker::Kafka.client()),
+            &ns,
+            &group,
         ),
     )
     .unwrap();

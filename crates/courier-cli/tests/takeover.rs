@@ -20,30 +20,13 @@ async fn survivor_completes_the_killed_hosts_messages() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("courier.toml");
     let group = format!("g{}", ns.replace('.', "_"));
+    let client = format!(
+        "{}\noptions = {{ jetstream = true, stream = \"COURIER_TAKEOVER\", subjects = \"takeover.>\" }}",
+        Broker::Nats.client()
+    );
     std::fs::write(
         &config,
-        format!(
-            r#"
-[host]
-summary-secs = 0
-
-[clients.default]
-{client}
-options = {{ jetstream = true, stream = "COURIER_TAKEOVER", subjects = "takeover.>" }}
-
-[guests.up]
-component = "{component}"
-subscribe = ["{ns}.in"]
-allow-publish = ["{ns}.>"]
-mode = "point-to-point"
-group = "{group}"
-batch-size = 10
-ack-wait-ms = 2000
-env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
-"#,
-            component = test_programs::UPPERCASE,
-            client = Broker::Nats.client(),
-        ),
+        courier_test_support::takeover::config(&client, &ns, &group),
     )
     .unwrap();
 

@@ -9,6 +9,33 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The configuration both hosts run: `client` is the body of
+/// `[clients.default]` (its options included); the guest `uppercase`
+/// consumes `{ns}.in` point-to-point in `group`, 20 ms a message, and
+/// writes to `{ns}.out`.
+pub fn config(client: &str, ns: &str, group: &str) -> String {
+    format!(
+        r#"
+[host]
+summary-secs = 0
+
+[clients.default]
+{client}
+
+[guests.up]
+component = "{component}"
+subscribe = ["{ns}.in"]
+allow-publish = ["{ns}.>"]
+mode = "point-to-point"
+group = "{group}"
+batch-size = 10
+ack-wait-ms = 2000
+env = {{ OUT = "{ns}.out", DELAY_MS = "20" }}
+"#,
+        component = crate::guests::UPPERCASE,
+    )
+}
+
 fn host(courier: &str, config: &Path) -> Child {
     Command::new(courier)
         .args(["run", "--config"])
