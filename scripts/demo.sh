@@ -9,4 +9,5 @@ cargo build --quiet --release --target wasm32-wasip2 --manifest-path guests/Carg
 cargo build --quiet -p courier-cli
 guest=target/guests/wasm32-wasip2/release/uppercase.wasm
 echo "\$ printf 'hello\\nworld\\nfrom courier\\n' | courier run $guest --stdin in --print out" >&2
-printf 'hello\nworld\nfrom courier\n' | target/debug/courier run "$guest" --stdin in --print out
+courier="${CARGO_TARGET_DIR:-target}/debug/courier"
+printf 'hello\nworld\nfrom courier\n' | "$courier" run "$guest" --stdin in --print out
