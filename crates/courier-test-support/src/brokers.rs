@@ -3,8 +3,9 @@
 //! Each broker listens on its standard port unless its variable says
 //! otherwise: `COURIER_TEST_NATS_PORT` (4222), `COURIER_TEST_REDIS_PORT`
 //! (6379), `COURIER_TEST_AMQP_PORT` (5672), `COURIER_TEST_MQTT_PORT`
-//! (1883) and `COURIER_TEST_KAFKA_PORT` (9092). Pointing one at a closed port shows what its tests do without
-//! that broker: ignored with the reason, or failed when `CI=true`.
+//! (1883) and `COURIER_TEST_KAFKA_PORT` (9092). Pointing one at a closed
+//! port shows what its tests do without that broker: ignored with the
+//! reason, or failed when `CI=true`.
 
 use std::path::{Path, PathBuf};
 
