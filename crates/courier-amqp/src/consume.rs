@@ -384,7 +384,11 @@ impl AmqpSubscription {
         );
         // `#` also matches zero tokens, `>` needs one: drop the difference.
         if !self.spec.pattern.matches(&message.topic) {
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let timeout = self.options.connect_timeout.get();
+            let acked = delivery.acker.ack(BasicAckOptions::default());
+            if let Err(e) = settled("amqp ack", timeout, acked).await {
+                tracing::debug!(topic = %message.topic, "amqp: acking a message outside the pattern: {e}");
+            }
             return None;
         }
         let attempt = recorded.unwrap_or(1) + u32::from(delivery.redelivered);
@@ -420,14 +424,34 @@ struct AmqpAcker {
     delayed: Weak<Delayed>,
 }
 
+/// The outcome of a lapin ack or nack, bounded by `timeout` like every wait
+/// on the broker. lapin answers `Ok(false)` for an acker whose channel ended
+/// before the ack went out: the broker never saw it and redelivers the
+/// message, so it is an error here, not a success.
+async fn settled(
+    what: &'static str,
+    timeout: Duration,
+    settle: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(timeout, settle).await {
+        Err(_) => Err(BrokerError::timeout(what, timeout)),
+        Ok(Err(e)) => Err(connection_error(e)),
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(connection_error(format!(
+            "{what}: the channel closed before it was sent; the broker delivers the message again"
+        ))),
+    }
+}
+
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(connection_error)
+        settled(
+            "amqp ack",
+            self.timeout,
+            self.acker.ack(BasicAckOptions::default()),
+        )
+        .await
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
@@ -472,18 +496,22 @@ impl AmqpAcker {
             wait_confirms(vec![(self.queue.clone(), confirm)], self.timeout).await
         };
         match republished.await {
-            Ok(()) => self.acker.ack(BasicAckOptions::default()).await,
+            Ok(()) => {
+                settled(
+                    "amqp ack",
+                    self.timeout,
+                    self.acker.ack(BasicAckOptions::default()),
+                )
+                .await
+            }
             Err(e) => {
                 tracing::warn!(queue = %self.queue, "amqp: requeue failed, nacking instead: {e}");
-                self.acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                settled("amqp nack", self.timeout, self.acker.nack(requeue)).await
             }
         }
-        .map(drop)
-        .map_err(connection_error)
     }
 }

@@ -44,6 +44,9 @@ const SLACK: Duration = Duration::from_millis(1500);
 const DOWN: Duration = Duration::from_secs(2);
 /// Bound on waiting for all accepted messages to come out.
 const DRAIN: Duration = Duration::from_secs(120);
+/// The longest the runtime may take to stop at the end (its drain and the
+/// subscriptions' close are bounded well below this).
+const STOP: Duration = Duration::from_secs(90);
 
 /// How the broker goes down.
 #[derive(Debug, Clone, Copy)]
@@ -309,7 +312,26 @@ allow-publish = ["probe.result", "faults.in"]
         duplicates,
         missing,
     } = collector.tally(&expected);
-    runtime.stop().await;
+    let upper = runtime.guest("upper").expect("the guest");
+    let before_stop = format!(
+        "{:?}, {} held, idle: {}",
+        upper.stats(),
+        upper.in_flight(),
+        upper.idle()
+    );
+    // Stopping is bounded (in-flight batches get their drain deadline, every
+    // settlement its own): a stop that does not end is a failure that says
+    // what the guest was doing, not a hang.
+    tokio::time::timeout(STOP, runtime.stop())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "faults {}: the runtime did not stop within {STOP:?}; before the stop: {before_stop}; \
+                 {handled_count} handled, {} missing",
+                case.name,
+                missing.len()
+            )
+        });
     drop(collector);
 
     let p = published.lock().unwrap();
@@ -338,7 +360,7 @@ allow-publish = ["probe.result", "faults.in"]
     assert_eq!(accepted.len(), N, "every message was accepted in the end");
     assert!(
         missing.is_empty(),
-        "{} accepted messages were lost, e.g. {:?}",
+        "{} accepted messages were lost, e.g. {:?}; the guest before the stop: {before_stop}",
         missing.len(),
         &missing[..missing.len().min(10)]
     );

@@ -81,8 +81,7 @@ impl Consumer for GuestConsumer {
     async fn complete(&self, message: Message) -> Result<(), MessagingError> {
         let guest = self.guest()?;
         let held = self.take(&guest, &message)?;
-        held.acker
-            .ack()
+        super::settlement::bounded("ack", held.acker.ack())
             .await
             .map_err(|e| MessagingError::Other(format!("the broker refused the ack: {e}")))?;
         guest.stats.add(Stat::Accepted, 1);

@@ -169,7 +169,7 @@ async fn feed(
 /// without counting an attempt where the broker allows it.
 pub(super) async fn release(guest: &str, inbound: impl Iterator<Item = Inbound>) {
     for Inbound { delivery, .. } in inbound {
-        if let Err(e) = delivery.acker.release().await {
+        if let Err(e) = super::settlement::bounded("release", delivery.acker.release()).await {
             tracing::debug!(guest = %guest, "handing back an unqueued delivery: {e}");
         }
     }

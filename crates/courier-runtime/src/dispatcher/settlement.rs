@@ -10,12 +10,30 @@ use std::time::Duration;
 use courier_broker::message::{
     ATTEMPT_KEY, ATTEMPTS_KEY, DELIVERY_ID_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY,
 };
-use courier_broker::{Delivery, ErrorKind};
+use courier_broker::{BrokerError, Delivery, ErrorKind};
 use futures::FutureExt;
 use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::GuestRuntime;
+
+/// The longest Courier waits for a broker to take one settlement (an ack, a
+/// nack, a hand-back). Each backend bounds its own waits by its client's
+/// timeout; this bound is the host's own, so that no broker client, however
+/// it fails, can hold a worker (and with it the guest, and shutdown)
+/// forever. A settlement that runs out is treated like one the broker
+/// refused: the message is not settled, and the broker delivers it again.
+pub(super) const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `settle`, or a timeout error once [`SETTLE_DEADLINE`] passed.
+pub(super) async fn bounded(
+    what: &'static str,
+    settle: impl Future<Output = Result<(), BrokerError>>,
+) -> Result<(), BrokerError> {
+    tokio::time::timeout(SETTLE_DEADLINE, settle)
+        .await
+        .unwrap_or_else(|_| Err(BrokerError::timeout(what, SETTLE_DEADLINE)))
+}
 use crate::deliveries::{InFlight, Source};
 use crate::instance::HandlerFailure;
 use crate::stats::Stat;
@@ -71,7 +89,14 @@ impl GuestRuntime {
             let mut ack = Box::pin(self.accept(f));
             match (&mut ack).now_or_never() {
                 Some(ok) => n += usize::from(ok),
-                None => pending.push(ack),
+                None => pending.push(async {
+                    tokio::time::timeout(SETTLE_DEADLINE, ack)
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::warn!(guest = %self.name, "an ack took longer than {SETTLE_DEADLINE:?}: the broker will redeliver after its ack deadline");
+                            false
+                        })
+                }),
             }
         }
         n += join_all(pending).await.into_iter().filter(|ok| *ok).count();
@@ -109,7 +134,7 @@ impl GuestRuntime {
         }
         let delay = self.config.backoff(held.attempt);
         tracing::debug!(guest = %self.name, topic = %held.message.topic, attempt = held.attempt, ?delay, "redelivering: {reason}");
-        match held.acker.nack(delay).await {
+        match bounded("nack", held.acker.nack(delay)).await {
             Ok(()) => self.stats.add(Stat::Redelivered, 1),
             Err(e) if e.kind() == ErrorKind::Settled => {
                 tracing::warn!(guest = %self.name, "not redelivered by Courier: {e}")
@@ -132,7 +157,7 @@ impl GuestRuntime {
         let Some(channel) = &self.config.dead_letter else {
             tracing::warn!(guest = %self.name, topic = %message.topic, attempts, "dropping message (no dead-letter channel): {reason}");
             self.stats.add(Stat::DeadLettered, 1);
-            if let Err(e) = acker.term().await {
+            if let Err(e) = bounded("settling a dropped message", acker.term()).await {
                 tracing::warn!(guest = %self.name, "settling the dropped message failed: {e}");
             }
             return;
@@ -148,13 +173,16 @@ impl GuestRuntime {
             Ok(()) => {
                 tracing::warn!(guest = %self.name, dead_letter = %channel, attempts, "dead-lettered: {reason}");
                 self.stats.add(Stat::DeadLettered, 1);
-                if let Err(e) = acker.term().await {
+                if let Err(e) = bounded("settling a dead letter", acker.term()).await {
                     tracing::warn!(guest = %self.name, "settling the dead-lettered message failed: {e}");
                 }
             }
             Err(e) => {
                 tracing::error!(guest = %self.name, dead_letter = %channel, "cannot publish dead letter, keeping the message: {e}");
-                let _ = acker.nack(self.config.backoff(attempts)).await;
+                let delay = self.config.backoff(attempts);
+                if let Err(e) = bounded("nack", acker.nack(delay)).await {
+                    tracing::warn!(guest = %self.name, "nack failed, the broker will redeliver after its ack deadline: {e}");
+                }
             }
         }
     }
@@ -170,7 +198,7 @@ impl GuestRuntime {
         }
         tracing::info!(guest = %self.name, "handing {} unsettled deliveries back to the broker", held.len());
         for f in held {
-            if let Err(e) = f.acker.nack(Duration::ZERO).await {
+            if let Err(e) = bounded("handing back", f.acker.nack(Duration::ZERO)).await {
                 tracing::warn!(guest = %self.name, "handing back an unsettled delivery: {e}");
             }
         }
