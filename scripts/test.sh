@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --guests
 scripts/brokers.sh ensure
 cargo test --workspace "$@"
+# The guests' shared library (the `transform` guest's work), natively.
+cargo test --manifest-path guests/Cargo.toml -p orders

@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("NOOP", "noop"),
     ("SCRIPTED", "scripted"),
     ("MISTYPED", "mistyped"),
+    ("TRANSFORM", "transform"),
 ];
 
 fn main() {

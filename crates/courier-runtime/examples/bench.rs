@@ -56,7 +56,13 @@ fn client_toml(backend: &str) -> anyhow::Result<&'static str> {
     Ok(match backend {
         "embedded" => "backend = \"embedded\"",
         "nats" => "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"",
-        other => bail!("unknown backend `{other}` (embedded, nats)"),
+        // In memory: the figure is the host's cost, not the disk's.
+        "jetstream" => {
+            "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
+             options = { jetstream = true, stream = \"COURIER_BENCH\", subjects = \"bench.>\", \
+             storage = \"memory\" }"
+        }
+        other => bail!("unknown backend `{other}` (embedded, nats, jetstream)"),
     })
 }
 
@@ -80,7 +86,8 @@ async fn start(setup: &Setup, ns: &str) -> anyhow::Result<Runtime> {
     let component = match setup.guest.as_str() {
         "noop" => test_programs::NOOP,
         "uppercase" => test_programs::UPPERCASE,
-        other => bail!("unknown guest `{other}` (noop, uppercase)"),
+        "transform" => test_programs::TRANSFORM,
+        other => bail!("unknown guest `{other}` (noop, uppercase, transform)"),
     };
     let config = Config::from_toml(&format!(
         r#"
@@ -114,11 +121,20 @@ fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-/// Publishes `n` messages of `size` bytes on `topic`, in chunks.
-async fn publish(backend: Arc<dyn Backend>, topic: String, n: usize, size: usize) {
-    let chunk: Vec<Message> = (0..1000.min(n).max(1))
-        .map(|_| Message::new(topic.clone(), payload(size)))
-        .collect();
+/// The messages the work `work` takes: JSON orders of a few hundred bytes
+/// for `transform` (each different), else `size` bytes of letters.
+fn inputs(work: &str, topic: &str, n: usize, size: usize) -> Vec<Message> {
+    (0..1000.min(n).max(1))
+        .map(|i| match work {
+            "transform" => Message::new(topic, orders::sample(i)),
+            _ => Message::new(topic, payload(size)),
+        })
+        .collect()
+}
+
+/// Publishes `n` messages for `work` on `topic`, in chunks.
+async fn publish(backend: Arc<dyn Backend>, topic: String, work: String, n: usize, size: usize) {
+    let chunk = inputs(&work, &topic, n, size);
     let mut sent = 0;
     while sent < n {
         let k = chunk.len().min(n - sent);
@@ -128,12 +144,18 @@ async fn publish(backend: Arc<dyn Backend>, topic: String, n: usize, size: usize
 }
 
 /// Messages per second through the guest.
-async fn guest_rate(runtime: &Runtime, ns: &str, n: usize, size: usize) -> anyhow::Result<f64> {
+async fn guest_rate(runtime: &Runtime, setup: &Setup, ns: &str, n: usize) -> anyhow::Result<f64> {
     let guest = runtime.guest("g").context("guest")?;
     let backend = runtime.clients().get("default").await?;
     let before = guest.stats().accepted;
     let start = Instant::now();
-    tokio::spawn(publish(backend, format!("{ns}.in"), n, size));
+    tokio::spawn(publish(
+        backend,
+        format!("{ns}.in"),
+        setup.guest.clone(),
+        n,
+        setup.size,
+    ));
     let deadline = start + Duration::from_secs(300);
     while guest.stats().accepted < before + n as u64 {
         if Instant::now() > deadline {
@@ -176,7 +198,16 @@ async fn native_consume(
     while done < n {
         let ds = take_batch(sub, batch).await?;
         done += ds.len();
-        if work == "uppercase" {
+        if work == "transform" {
+            let mut out_batch = Vec::with_capacity(ds.len());
+            for d in &ds {
+                let data = orders::transform(&d.message.data)?;
+                let mut m = Message::new(out, data);
+                m.content_type = Some("application/json".into());
+                out_batch.push(m);
+            }
+            backend.publish(out_batch).await?;
+        } else if work == "uppercase" {
             let up: Vec<Message> = ds
                 .iter()
                 .map(|d| {
@@ -206,7 +237,13 @@ async fn native_rate(runtime: &Runtime, setup: &Setup, n: usize) -> anyhow::Resu
     spec.prefetch = 2 * setup.batch * setup.concurrency;
     let mut sub = backend.subscribe(spec).await?;
     let start = Instant::now();
-    tokio::spawn(publish(backend.clone(), format!("{ns}.nin"), n, setup.size));
+    tokio::spawn(publish(
+        backend.clone(),
+        format!("{ns}.nin"),
+        setup.guest.clone(),
+        n,
+        setup.size,
+    ));
     native_consume(
         &backend,
         &mut sub,
@@ -230,11 +267,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn compare(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
     let ns = ns();
     let runtime = start(setup, &ns).await?;
-    guest_rate(&runtime, &ns, (n / 10).max(1), setup.size).await?;
+    guest_rate(&runtime, setup, &ns, (n / 10).max(1)).await?;
     native_rate(&runtime, setup, (n / 10).max(1)).await?;
     let (mut g, mut nat) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        g.push(guest_rate(&runtime, &ns, n, setup.size).await?);
+        g.push(guest_rate(&runtime, setup, &ns, n).await?);
         nat.push(native_rate(&runtime, setup, n).await?);
     }
     runtime.stop().await;
@@ -252,12 +289,19 @@ async fn throughput(args: &Args) -> anyhow::Result<()> {
     };
     let n = args.get("messages", 200_000)?;
     let (g, nat) = compare(&setup, n).await?;
+    let size = match setup.guest.as_str() {
+        "transform" => {
+            let orders = inputs("transform", "t", 1000, 0);
+            let mean = orders.iter().map(|m| m.data.len()).sum::<usize>() / orders.len();
+            format!("{mean} B JSON")
+        }
+        _ => format!("{} B", setup.size),
+    };
     println!(
-        "| {} | {} | {} | {} B | {n} | {g:.0} | {nat:.0} | {:.2} |",
+        "| {} | {} | {} | {size} | {n} | {g:.0} | {nat:.0} | {:.2} |",
         setup.backend,
         setup.guest,
         setup.batch,
-        setup.size,
         g / nat
     );
     Ok(())
@@ -622,6 +666,21 @@ async fn main() -> anyhow::Result<()> {
                     ]))
                     .await?;
                 }
+            }
+            // The realistic workload: JSON orders parsed, validated,
+            // enriched and sent on.
+            let transform_on: &[(&str, &str)] = if nats {
+                &[("embedded", "200000"), ("jetstream", "20000")]
+            } else {
+                &[("embedded", "200000")]
+            };
+            for (backend, n) in transform_on {
+                throughput(&args_of(&[
+                    &format!("backend={backend}"),
+                    "guest=transform",
+                    &format!("messages={n}"),
+                ]))
+                .await?;
             }
             println!("\nLatency (uppercase, batch 100):\n\n{LATENCY_HEAD}");
             for backend in backends {

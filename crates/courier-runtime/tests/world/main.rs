@@ -452,3 +452,44 @@ async fn router_publishes_only_inside_its_allow_list() {
     );
     nothing(&mut secret).await;
 }
+
+#[tokio::test]
+async fn transform_enriches_orders_and_sets_bad_ones_aside() {
+    let h = Harness::start(
+        r#"
+        [guests.transform]
+        component = "{transform}"
+        subscribe = ["orders.in"]
+        allow-publish = ["orders.enriched", "orders.rejected"]
+        env = { OUT = "orders.enriched", REJECTED = "orders.rejected" }
+        "#,
+    )
+    .await;
+    let mut enriched = h.watch("orders.enriched").await;
+    let mut rejected = h.watch("orders.rejected").await;
+    let bad = r#"{"id":"o-1","customer":"c","country":"de","currency":"EUR","items":[]}"#;
+    // One batch: a good order beside a bad one.
+    h.broker()
+        .publish(vec![
+            Message::new("orders.in", orders::sample(1)),
+            Message::new("orders.in", bad),
+        ])
+        .await
+        .unwrap();
+    let got = next(&mut enriched).await;
+    // The guest computes what the same code computes natively.
+    assert_eq!(got.data, orders::transform(&orders::sample(1)).unwrap());
+    assert_eq!(got.content_type.as_deref(), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&got.data).unwrap();
+    assert_eq!(v["id"], "ord-00000001");
+    assert_eq!(v["priority"], "normal");
+    let set_aside = next(&mut rejected).await;
+    assert_eq!(set_aside.data, bad);
+    assert_eq!(
+        set_aside.meta("error"),
+        Some("invalid order: country is not an ISO 3166 alpha-2 code")
+    );
+    h.wait_idle().await;
+    let s = h.runtime.guest("transform").unwrap().stats();
+    assert_eq!((s.accepted, s.dead_lettered), (2, 0));
+}
