@@ -41,7 +41,7 @@ cases=(
   "mosquitto|mosquitto_survives_broker_restarts"
 )
 
-cargo test -q -p courier-runtime --test faults --no-run
+cargo test -q --workspace --test faults --no-run
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
@@ -62,7 +62,7 @@ for c in "${cases[@]}"; do
   passed=0
   for ((i = 1; i <= runs; i++)); do
     started=$SECONDS
-    if timeout -k 10 "$limit" cargo test -q -p courier-runtime --test faults -- --exact "$test" \
+    if timeout -k 10 "$limit" cargo test -q --workspace --test faults -- --exact "$test" \
       --nocapture --test-threads 1 >"$out" 2>&1 &&
       grep -q '^test result: ok\. 1 passed' "$out"; then
       passed=$((passed + 1))
