@@ -17,6 +17,7 @@
 
 mod factory;
 pub mod store;
+pub mod subjects;
 
 pub use factory::Embedded;
 pub use store::SyncPolicy;
