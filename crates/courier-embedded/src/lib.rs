@@ -12,6 +12,10 @@
 //! neither a restart nor a crash. With one ([`EmbeddedBroker::open`]), group
 //! queues and their unsettled messages are stored on disk ([`store`]) and
 //! come back, ready for redelivery, when the broker is opened again.
+//!
+//! A publish finds the queues of a topic in the [`subjects`] index, a token
+//! trie with a cache in front, so its cost does not grow with the number of
+//! subscriptions.
 
 #![deny(missing_docs)]
 
@@ -39,6 +43,7 @@ use courier_broker::{
     SubscriptionSpec,
 };
 use store::{Store, entry_key};
+use subjects::Subjects;
 
 /// The embedded broker. Cloning it gives another handle to the same broker.
 #[derive(Clone, Default)]
@@ -47,8 +52,7 @@ pub struct EmbeddedBroker {
 }
 
 struct Shared {
-    queues: Mutex<Vec<Arc<Queue>>>,
-    next_queue: AtomicU64,
+    index: Mutex<Index>,
     /// Where group queues are stored, with a data directory.
     store: Option<Arc<Store>>,
     /// Most messages a queue may hold (ready, delayed and in flight).
@@ -60,8 +64,7 @@ struct Shared {
 impl Default for Shared {
     fn default() -> Self {
         Self {
-            queues: Mutex::default(),
-            next_queue: AtomicU64::new(0),
+            index: Mutex::default(),
             store: None,
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             discarded: AtomicU64::new(0),
@@ -73,13 +76,73 @@ impl Default for Shared {
 /// says otherwise.
 pub const DEFAULT_MAX_QUEUED: usize = 100_000;
 
-#[derive(Debug, PartialEq, Eq)]
+impl Shared {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every queue, by key and by pattern. Its lock is taken before a queue's,
+/// never while holding one.
+#[derive(Default)]
+struct Index {
+    by_key: HashMap<QueueKey, Arc<Queue>>,
+    /// The queues by pattern, under their ids: a topic's queues come in the
+    /// order they were made.
+    subjects: Subjects<Arc<Queue>>,
+    /// The id of the next queue made.
+    next_id: u64,
+}
+
+impl Index {
+    /// Makes a queue and adds it.
+    fn add(
+        &mut self,
+        key: QueueKey,
+        pattern: Pattern,
+        stored: Option<(Arc<Store>, u64)>,
+    ) -> Arc<Queue> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let queue = Arc::new(Queue::new(id, key.clone(), pattern, stored));
+        self.subjects.insert(&queue.pattern, id, queue.clone());
+        self.by_key.insert(key, queue.clone());
+        queue
+    }
+
+    /// Takes `queue` out, if it is still in.
+    fn remove(&mut self, queue: &Arc<Queue>) {
+        if self
+            .by_key
+            .get(&queue.key)
+            .is_some_and(|q| Arc::ptr_eq(q, queue))
+        {
+            self.by_key.remove(&queue.key);
+            self.subjects.remove(&queue.pattern, queue.id);
+        }
+    }
+
+    fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
+        self.by_key.values()
+    }
+}
+
+/// Messages on one topic, in a publish, with the queues they go to.
+type Run = (Arc<[Arc<Queue>]>, Vec<Message>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum QueueKey {
+    /// A broadcast queue, by its queue id.
     Broadcast(u64),
-    Group { group: String, pattern: String },
+    Group {
+        group: String,
+        pattern: String,
+    },
 }
 
 struct Queue {
+    /// Unique in the broker, in the order the queues were made.
+    id: u64,
     key: QueueKey,
     pattern: Pattern,
     state: Mutex<QueueState>,
@@ -89,8 +152,9 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(key: QueueKey, pattern: Pattern, stored: Option<(Arc<Store>, u64)>) -> Self {
+    fn new(id: u64, key: QueueKey, pattern: Pattern, stored: Option<(Arc<Store>, u64)>) -> Self {
         Self {
+            id,
             key,
             pattern,
             state: Mutex::new(QueueState::default()),
@@ -196,7 +260,7 @@ impl EmbeddedBroker {
     pub fn open(dir: &Path, sync: SyncPolicy) -> Result<Self, BrokerError> {
         let (store, recovered) = Store::open(dir, sync)?;
         let store = Arc::new(store);
-        let mut queues = Vec::new();
+        let mut index = Index::default();
         let mut messages = 0usize;
         for q in recovered {
             let pattern = Pattern::parse(&q.pattern).map_err(|e| {
@@ -204,7 +268,7 @@ impl EmbeddedBroker {
                     .with_backend("embedded")
                     .with_source(e)
             })?;
-            let queue = Queue::new(
+            let queue = index.add(
                 QueueKey::Group {
                     group: q.group,
                     pattern: q.pattern,
@@ -223,17 +287,16 @@ impl EmbeddedBroker {
                     });
                 }
             }
-            queues.push(Arc::new(queue));
         }
         tracing::info!(
             dir = %dir.display(),
-            queues = queues.len(),
+            queues = index.by_key.len(),
             messages,
             "embedded broker: opened its data directory"
         );
         Ok(Self {
             shared: Arc::new(Shared {
-                queues: Mutex::new(queues),
+                index: Mutex::new(index),
                 store: Some(store),
                 ..Shared::default()
             }),
@@ -252,7 +315,11 @@ impl EmbeddedBroker {
     /// Messages held in all queues, whether or not anyone consumes them:
     /// what a process without a data directory loses when it exits.
     pub fn held(&self) -> u64 {
-        self.queues().iter().map(|q| lock(q).unsettled()).sum()
+        self.shared
+            .index()
+            .queues()
+            .map(|q| lock(q).unsettled())
+            .sum()
     }
 
     /// Messages dropped so far with a broadcast queue when its last
@@ -271,11 +338,11 @@ impl EmbeddedBroker {
     }
 
     /// Refuses `runs` as busy when they would take a queue past its bound.
-    fn check_room(&self, runs: &[(Vec<Arc<Queue>>, Vec<Message>)]) -> Result<(), BrokerError> {
+    fn check_room(&self, runs: &[Run]) -> Result<(), BrokerError> {
         let max = self.shared.max_queued.load(Ordering::Relaxed) as u64;
         let mut adding: Vec<(&Arc<Queue>, u64)> = Vec::new();
         for (matching, run) in runs {
-            for queue in matching {
+            for queue in matching.iter() {
                 match adding.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
                     Some((_, n)) => *n += run.len() as u64,
                     None => adding.push((queue, run.len() as u64)),
@@ -295,10 +362,6 @@ impl EmbeddedBroker {
             }
         }
         Ok(())
-    }
-
-    fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Queue>>> {
-        self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -323,16 +386,12 @@ impl Backend for EmbeddedBroker {
         courier_broker::pattern::check_topics(&messages)?;
         // Runs of messages on one topic, each with the queues it goes to:
         // matched once, each queue locked and woken once per run.
-        let mut runs: Vec<(Vec<Arc<Queue>>, Vec<Message>)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         {
-            let queues = self.queues();
+            let mut index = self.shared.index();
             let mut messages = messages.into_iter().peekable();
             while let Some(first) = messages.next() {
-                let matching = queues
-                    .iter()
-                    .filter(|q| q.pattern.matches(&first.topic))
-                    .cloned()
-                    .collect();
+                let matching = index.subjects.lookup(&first.topic);
                 let mut run = vec![first];
                 while let Some(m) = messages.next_if(|m| m.topic == run[0].topic) {
                     run.push(m);
@@ -384,7 +443,7 @@ impl Backend for EmbeddedBroker {
                     }
                 }
             }
-            for queue in &matching {
+            for queue in matching.iter() {
                 queue.notify.notify_waiters();
             }
         }
@@ -395,17 +454,16 @@ impl Backend for EmbeddedBroker {
         &self,
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let mut index = self.shared.index();
         let key = match &spec.mode {
-            Mode::Broadcast => {
-                QueueKey::Broadcast(self.shared.next_queue.fetch_add(1, Ordering::Relaxed))
-            }
+            // Keyed by the id the new queue gets.
+            Mode::Broadcast => QueueKey::Broadcast(index.next_id),
             Mode::Competing { group } => QueueKey::Group {
                 group: group.clone(),
                 pattern: spec.pattern.as_str().to_string(),
             },
         };
-        let mut queues = self.queues();
-        let queue = match queues.iter().find(|q| q.key == key) {
+        let queue = match index.by_key.get(&key) {
             Some(q) => q.clone(),
             None => {
                 let stored = match (&key, &self.shared.store) {
@@ -414,9 +472,7 @@ impl Backend for EmbeddedBroker {
                     }
                     _ => None,
                 };
-                let q = Arc::new(Queue::new(key, spec.pattern.clone(), stored));
-                queues.push(q.clone());
-                q
+                index.add(key, spec.pattern.clone(), stored)
             }
         };
         lock(&queue).consumers += 1;
@@ -430,8 +486,9 @@ impl Backend for EmbeddedBroker {
 
     fn unsettled(&self) -> Option<u64> {
         Some(
-            self.queues()
-                .iter()
+            self.shared
+                .index()
+                .queues()
                 .map(|q| {
                     let s = lock(q);
                     if s.consumers > 0 { s.unsettled() } else { 0 }
@@ -524,8 +581,7 @@ impl EmbeddedSubscription {
                 (state.ready.len() + state.delayed.len()) as u64
             };
             shared.discarded.fetch_add(waiting, Ordering::Relaxed);
-            let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
-            queues.retain(|q| !Arc::ptr_eq(q, &self.queue));
+            shared.index().remove(&self.queue);
         }
         self.queue.notify.notify_waiters();
     }
