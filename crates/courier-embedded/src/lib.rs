@@ -340,13 +340,24 @@ impl EmbeddedBroker {
     /// Refuses `runs` as busy when they would take a queue past its bound.
     fn check_room(&self, runs: &[Run]) -> Result<(), BrokerError> {
         let max = self.shared.max_queued.load(Ordering::Relaxed) as u64;
+        // What each queue would get, in the order the queues are met. A
+        // queue met again in a later run is found by id, not by a search
+        // through the others (quadratic in a wide fan-out); a run's queues
+        // are distinct, so with one run there is nothing to find.
+        let several = runs.len() > 1;
         let mut adding: Vec<(&Arc<Queue>, u64)> = Vec::new();
+        let mut position: HashMap<u64, usize> = HashMap::new();
         for (matching, run) in runs {
+            let n = run.len() as u64;
             for queue in matching.iter() {
-                match adding.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
-                    Some((_, n)) => *n += run.len() as u64,
-                    None => adding.push((queue, run.len() as u64)),
+                if several {
+                    if let Some(&at) = position.get(&queue.id) {
+                        adding[at].1 += n;
+                        continue;
+                    }
+                    position.insert(queue.id, adding.len());
                 }
+                adding.push((queue, n));
             }
         }
         for (queue, n) in adding {
@@ -830,6 +841,26 @@ mod tests {
         b.publish(vec![Message::new("jobs.a", "a3")]).await.unwrap();
         assert_eq!(&next(&mut narrow).await.message.data[..], b"a3");
         assert_eq!(b.held(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_bound_counts_every_run_of_a_publish() {
+        let b = EmbeddedBroker::new();
+        b.set_max_queued(3);
+        let group = |p: &str| SubscriptionSpec::competing(Pattern::parse(p).unwrap(), "g");
+        let _wide = b.subscribe(group("jobs.*")).await.unwrap();
+        let _narrow = b.subscribe(group("jobs.a")).await.unwrap();
+        // Four runs of one message, all four for `jobs.*`.
+        let topics = ["jobs.a", "jobs.b", "jobs.a", "jobs.b"];
+        let four = topics.map(|t| Message::new(t, "x")).to_vec();
+        let e = b.publish(four).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        assert!(e.to_string().contains("`jobs.*`"), "{e}");
+        assert_eq!(b.held(), 0);
+        let three = topics[..3].iter().map(|t| Message::new(*t, "x")).collect();
+        b.publish(three).await.unwrap();
+        // `jobs.*` has 3, `jobs.a` 2.
+        assert_eq!(b.held(), 5);
     }
 
     #[tokio::test]
