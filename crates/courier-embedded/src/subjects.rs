@@ -10,8 +10,9 @@
 //!
 //! In front of the trie is a cache from topic to result, as in NATS: a
 //! publisher usually sends to a few topics again and again. It holds at most
-//! [`CACHE_MAX`] topics (when full, half of them are dropped, whichever the
-//! map yields first) and is cleared whenever an entry is added or removed,
+//! [`CACHE_MAX`] topics and [`CACHE_ENTRIES_MAX`] entries over all their
+//! results (when either would be passed, it keeps half, whichever topics the
+//! map yields first), and is cleared whenever an entry is added or removed,
 //! so a result never outlives a change of the index.
 //!
 //! An entry is known by an id, unique among the entries, and the entries a
@@ -27,12 +28,60 @@ use courier_broker::Pattern;
 /// Most topics whose results the cache of a [`Subjects`] keeps.
 pub const CACHE_MAX: usize = 4096;
 
+/// Most entries the cache of a [`Subjects`] keeps over all its results
+/// (8 MiB of results when an entry is a pointer): a topic reaching many
+/// entries takes as much room as many topics reaching few.
+pub const CACHE_ENTRIES_MAX: usize = 1 << 20;
+
 /// Entries of type `T` indexed by pattern, each known by an id: see the
 /// module documentation.
 pub struct Subjects<T> {
     root: Node<T>,
-    cache: HashMap<Box<str>, Arc<[T]>>,
+    cache: Cache<T>,
     len: usize,
+}
+
+/// Results of lookups by topic, bounded in topics and in entries.
+struct Cache<T> {
+    results: HashMap<Box<str>, Arc<[T]>>,
+    /// Entries over all `results`.
+    entries: usize,
+    max_topics: usize,
+    max_entries: usize,
+}
+
+impl<T> Cache<T> {
+    /// Keeps `found` as the result of `topic`, first dropping half of what
+    /// is kept if it would not fit. A result of more than half the entries
+    /// the cache may hold is not kept: walking the trie for it again costs
+    /// little beside handing something to each of its entries.
+    fn keep(&mut self, topic: &str, found: &Arc<[T]>) {
+        if self.max_topics == 0 || found.len() > self.max_entries / 2 {
+            return;
+        }
+        if self.results.len() >= self.max_topics || self.entries + found.len() > self.max_entries {
+            let (max_topics, max_entries) = (self.max_topics / 2, self.max_entries / 2);
+            let (mut topics, mut entries) = (0, 0);
+            self.results.retain(|_, kept| {
+                let keep = topics < max_topics && entries + kept.len() <= max_entries;
+                if keep {
+                    topics += 1;
+                    entries += kept.len();
+                }
+                keep
+            });
+            self.entries = entries;
+        }
+        self.entries += found.len();
+        self.results.insert(topic.into(), found.clone());
+    }
+
+    fn clear(&mut self) {
+        if !self.results.is_empty() {
+            self.results.clear();
+            self.entries = 0;
+        }
+    }
 }
 
 /// A node of the trie: what follows one token of a pattern. Children are
@@ -141,16 +190,30 @@ impl<T> Node<T> {
 
 impl<T> Default for Subjects<T> {
     fn default() -> Self {
+        Self::with_cache_limits(CACHE_MAX, CACHE_ENTRIES_MAX)
+    }
+}
+
+impl<T> Subjects<T> {
+    /// An empty index whose cache keeps at most `topics` topics and
+    /// `entries` entries over all their results (no cache with 0 topics).
+    pub fn with_cache_limits(topics: usize, entries: usize) -> Self {
         Self {
             root: Node::default(),
-            cache: HashMap::new(),
+            cache: Cache {
+                results: HashMap::new(),
+                entries: 0,
+                max_topics: topics,
+                max_entries: entries,
+            },
             len: 0,
         }
     }
 }
 
 impl<T: Clone> Subjects<T> {
-    /// An empty index.
+    /// An empty index, its cache bounded by [`CACHE_MAX`] and
+    /// [`CACHE_ENTRIES_MAX`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -204,20 +267,11 @@ impl<T: Clone> Subjects<T> {
     /// ids: from the cache when it has the topic, otherwise from the trie,
     /// then kept in the cache.
     pub fn lookup(&mut self, topic: &str) -> Arc<[T]> {
-        if let Some(hit) = self.cache.get(topic) {
+        if let Some(hit) = self.cache.results.get(topic) {
             return hit.clone();
         }
         let found: Arc<[T]> = self.find(topic).into();
-        if self.cache.len() >= CACHE_MAX {
-            // Drop half, whichever come first: cheap, and amortized over
-            // the misses that filled them.
-            let mut kept = 0;
-            self.cache.retain(|_, _| {
-                kept += 1;
-                kept <= CACHE_MAX / 2
-            });
-        }
-        self.cache.insert(topic.into(), found.clone());
+        self.cache.keep(topic, &found);
         found
     }
 
@@ -232,13 +286,11 @@ impl<T: Clone> Subjects<T> {
 
     /// How many topics the cache holds now.
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        self.cache.results.len()
     }
 
     fn invalidate(&mut self) {
-        if !self.cache.is_empty() {
-            self.cache.clear();
-        }
+        self.cache.clear();
     }
 
     fn count(&mut self, replaced: Option<T>) -> Option<T> {
@@ -456,6 +508,35 @@ mod tests {
             assert!(s.cached() <= CACHE_MAX);
         }
         assert!(s.cached() >= CACHE_MAX / 2);
+    }
+
+    #[test]
+    fn the_cache_bounds_the_entries_it_keeps() {
+        let mut s = Subjects::with_cache_limits(100, 40);
+        for id in 0..10 {
+            s.insert(&p("t.>"), id, id);
+        }
+        for i in 0..50 {
+            assert_eq!(s.lookup(&format!("t.{i}")).len(), 10);
+            assert!(s.cache.entries <= 40 && s.cached() <= 4);
+            assert_eq!(s.cache.entries, 10 * s.cached());
+        }
+        for id in 10..30 {
+            s.insert(&p("u.>"), id, id);
+        }
+        // 20 entries: half the cache, kept.
+        assert_eq!(s.lookup("u.x").len(), 20);
+        assert_eq!((s.cached(), s.cache.entries), (1, 20));
+        s.insert(&p("u.x"), 30, 30);
+        // 21: not kept.
+        assert_eq!(s.lookup("u.x").len(), 21);
+        assert_eq!((s.cached(), s.cache.entries), (0, 0));
+        assert_eq!(ids(&mut s, "u.x"), (10..=30).collect::<Vec<_>>());
+        // No cache at all.
+        let mut s = Subjects::with_cache_limits(0, 0);
+        s.insert(&p("a"), 0, 0);
+        assert_eq!(s.lookup("a")[..], [0]);
+        assert_eq!(s.cached(), 0);
     }
 
     #[test]
