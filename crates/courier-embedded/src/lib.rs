@@ -12,11 +12,16 @@
 //! neither a restart nor a crash. With one ([`EmbeddedBroker::open`]), group
 //! queues and their unsettled messages are stored on disk ([`store`]) and
 //! come back, ready for redelivery, when the broker is opened again.
+//!
+//! A publish finds the queues of a topic in the [`subjects`] index, a token
+//! trie with a cache in front, so its cost does not grow with the number of
+//! subscriptions.
 
 #![deny(missing_docs)]
 
 mod factory;
 pub mod store;
+pub mod subjects;
 
 pub use factory::Embedded;
 pub use store::SyncPolicy;
@@ -38,6 +43,7 @@ use courier_broker::{
     SubscriptionSpec,
 };
 use store::{Store, entry_key};
+use subjects::Subjects;
 
 /// The embedded broker. Cloning it gives another handle to the same broker.
 #[derive(Clone, Default)]
@@ -46,8 +52,7 @@ pub struct EmbeddedBroker {
 }
 
 struct Shared {
-    queues: Mutex<Vec<Arc<Queue>>>,
-    next_queue: AtomicU64,
+    index: Mutex<Index>,
     /// Where group queues are stored, with a data directory.
     store: Option<Arc<Store>>,
     /// Most messages a queue may hold (ready, delayed and in flight).
@@ -59,8 +64,7 @@ struct Shared {
 impl Default for Shared {
     fn default() -> Self {
         Self {
-            queues: Mutex::default(),
-            next_queue: AtomicU64::new(0),
+            index: Mutex::default(),
             store: None,
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             discarded: AtomicU64::new(0),
@@ -72,13 +76,73 @@ impl Default for Shared {
 /// says otherwise.
 pub const DEFAULT_MAX_QUEUED: usize = 100_000;
 
-#[derive(Debug, PartialEq, Eq)]
+impl Shared {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every queue, by key and by pattern. Its lock is taken before a queue's,
+/// never while holding one.
+#[derive(Default)]
+struct Index {
+    by_key: HashMap<QueueKey, Arc<Queue>>,
+    /// The queues by pattern, under their ids: a topic's queues come in the
+    /// order they were made.
+    subjects: Subjects<Arc<Queue>>,
+    /// The id of the next queue made.
+    next_id: u64,
+}
+
+impl Index {
+    /// Makes a queue and adds it.
+    fn add(
+        &mut self,
+        key: QueueKey,
+        pattern: Pattern,
+        stored: Option<(Arc<Store>, u64)>,
+    ) -> Arc<Queue> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let queue = Arc::new(Queue::new(id, key.clone(), pattern, stored));
+        self.subjects.insert(&queue.pattern, id, queue.clone());
+        self.by_key.insert(key, queue.clone());
+        queue
+    }
+
+    /// Takes `queue` out, if it is still in.
+    fn remove(&mut self, queue: &Arc<Queue>) {
+        if self
+            .by_key
+            .get(&queue.key)
+            .is_some_and(|q| Arc::ptr_eq(q, queue))
+        {
+            self.by_key.remove(&queue.key);
+            self.subjects.remove(&queue.pattern, queue.id);
+        }
+    }
+
+    fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
+        self.by_key.values()
+    }
+}
+
+/// Messages on one topic, in a publish, with the queues they go to.
+type Run = (Arc<[Arc<Queue>]>, Vec<Message>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum QueueKey {
+    /// A broadcast queue, by its queue id.
     Broadcast(u64),
-    Group { group: String, pattern: String },
+    Group {
+        group: String,
+        pattern: String,
+    },
 }
 
 struct Queue {
+    /// Unique in the broker, in the order the queues were made.
+    id: u64,
     key: QueueKey,
     pattern: Pattern,
     state: Mutex<QueueState>,
@@ -88,8 +152,9 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(key: QueueKey, pattern: Pattern, stored: Option<(Arc<Store>, u64)>) -> Self {
+    fn new(id: u64, key: QueueKey, pattern: Pattern, stored: Option<(Arc<Store>, u64)>) -> Self {
         Self {
+            id,
             key,
             pattern,
             state: Mutex::new(QueueState::default()),
@@ -195,7 +260,7 @@ impl EmbeddedBroker {
     pub fn open(dir: &Path, sync: SyncPolicy) -> Result<Self, BrokerError> {
         let (store, recovered) = Store::open(dir, sync)?;
         let store = Arc::new(store);
-        let mut queues = Vec::new();
+        let mut index = Index::default();
         let mut messages = 0usize;
         for q in recovered {
             let pattern = Pattern::parse(&q.pattern).map_err(|e| {
@@ -203,7 +268,7 @@ impl EmbeddedBroker {
                     .with_backend("embedded")
                     .with_source(e)
             })?;
-            let queue = Queue::new(
+            let queue = index.add(
                 QueueKey::Group {
                     group: q.group,
                     pattern: q.pattern,
@@ -222,17 +287,16 @@ impl EmbeddedBroker {
                     });
                 }
             }
-            queues.push(Arc::new(queue));
         }
         tracing::info!(
             dir = %dir.display(),
-            queues = queues.len(),
+            queues = index.by_key.len(),
             messages,
             "embedded broker: opened its data directory"
         );
         Ok(Self {
             shared: Arc::new(Shared {
-                queues: Mutex::new(queues),
+                index: Mutex::new(index),
                 store: Some(store),
                 ..Shared::default()
             }),
@@ -251,7 +315,11 @@ impl EmbeddedBroker {
     /// Messages held in all queues, whether or not anyone consumes them:
     /// what a process without a data directory loses when it exits.
     pub fn held(&self) -> u64 {
-        self.queues().iter().map(|q| lock(q).unsettled()).sum()
+        self.shared
+            .index()
+            .queues()
+            .map(|q| lock(q).unsettled())
+            .sum()
     }
 
     /// Messages dropped so far with a broadcast queue when its last
@@ -270,15 +338,26 @@ impl EmbeddedBroker {
     }
 
     /// Refuses `runs` as busy when they would take a queue past its bound.
-    fn check_room(&self, runs: &[(Vec<Arc<Queue>>, Vec<Message>)]) -> Result<(), BrokerError> {
+    fn check_room(&self, runs: &[Run]) -> Result<(), BrokerError> {
         let max = self.shared.max_queued.load(Ordering::Relaxed) as u64;
+        // What each queue would get, in the order the queues are met. A
+        // queue met again in a later run is found by id, not by a search
+        // through the others (quadratic in a wide fan-out); a run's queues
+        // are distinct, so with one run there is nothing to find.
+        let several = runs.len() > 1;
         let mut adding: Vec<(&Arc<Queue>, u64)> = Vec::new();
+        let mut position: HashMap<u64, usize> = HashMap::new();
         for (matching, run) in runs {
-            for queue in matching {
-                match adding.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
-                    Some((_, n)) => *n += run.len() as u64,
-                    None => adding.push((queue, run.len() as u64)),
+            let n = run.len() as u64;
+            for queue in matching.iter() {
+                if several {
+                    if let Some(&at) = position.get(&queue.id) {
+                        adding[at].1 += n;
+                        continue;
+                    }
+                    position.insert(queue.id, adding.len());
                 }
+                adding.push((queue, n));
             }
         }
         for (queue, n) in adding {
@@ -294,10 +373,6 @@ impl EmbeddedBroker {
             }
         }
         Ok(())
-    }
-
-    fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Queue>>> {
-        self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -322,16 +397,12 @@ impl Backend for EmbeddedBroker {
         courier_broker::pattern::check_topics(&messages)?;
         // Runs of messages on one topic, each with the queues it goes to:
         // matched once, each queue locked and woken once per run.
-        let mut runs: Vec<(Vec<Arc<Queue>>, Vec<Message>)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         {
-            let queues = self.queues();
+            let mut index = self.shared.index();
             let mut messages = messages.into_iter().peekable();
             while let Some(first) = messages.next() {
-                let matching = queues
-                    .iter()
-                    .filter(|q| q.pattern.matches(&first.topic))
-                    .cloned()
-                    .collect();
+                let matching = index.subjects.lookup(&first.topic);
                 let mut run = vec![first];
                 while let Some(m) = messages.next_if(|m| m.topic == run[0].topic) {
                     run.push(m);
@@ -383,7 +454,7 @@ impl Backend for EmbeddedBroker {
                     }
                 }
             }
-            for queue in &matching {
+            for queue in matching.iter() {
                 queue.notify.notify_waiters();
             }
         }
@@ -394,17 +465,16 @@ impl Backend for EmbeddedBroker {
         &self,
         spec: SubscriptionSpec,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
+        let mut index = self.shared.index();
         let key = match &spec.mode {
-            Mode::Broadcast => {
-                QueueKey::Broadcast(self.shared.next_queue.fetch_add(1, Ordering::Relaxed))
-            }
+            // Keyed by the id the new queue gets.
+            Mode::Broadcast => QueueKey::Broadcast(index.next_id),
             Mode::Competing { group } => QueueKey::Group {
                 group: group.clone(),
                 pattern: spec.pattern.as_str().to_string(),
             },
         };
-        let mut queues = self.queues();
-        let queue = match queues.iter().find(|q| q.key == key) {
+        let queue = match index.by_key.get(&key) {
             Some(q) => q.clone(),
             None => {
                 let stored = match (&key, &self.shared.store) {
@@ -413,9 +483,7 @@ impl Backend for EmbeddedBroker {
                     }
                     _ => None,
                 };
-                let q = Arc::new(Queue::new(key, spec.pattern.clone(), stored));
-                queues.push(q.clone());
-                q
+                index.add(key, spec.pattern.clone(), stored)
             }
         };
         lock(&queue).consumers += 1;
@@ -429,8 +497,9 @@ impl Backend for EmbeddedBroker {
 
     fn unsettled(&self) -> Option<u64> {
         Some(
-            self.queues()
-                .iter()
+            self.shared
+                .index()
+                .queues()
                 .map(|q| {
                     let s = lock(q);
                     if s.consumers > 0 { s.unsettled() } else { 0 }
@@ -523,8 +592,7 @@ impl EmbeddedSubscription {
                 (state.ready.len() + state.delayed.len()) as u64
             };
             shared.discarded.fetch_add(waiting, Ordering::Relaxed);
-            let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
-            queues.retain(|q| !Arc::ptr_eq(q, &self.queue));
+            shared.index().remove(&self.queue);
         }
         self.queue.notify.notify_waiters();
     }
@@ -773,6 +841,26 @@ mod tests {
         b.publish(vec![Message::new("jobs.a", "a3")]).await.unwrap();
         assert_eq!(&next(&mut narrow).await.message.data[..], b"a3");
         assert_eq!(b.held(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_bound_counts_every_run_of_a_publish() {
+        let b = EmbeddedBroker::new();
+        b.set_max_queued(3);
+        let group = |p: &str| SubscriptionSpec::competing(Pattern::parse(p).unwrap(), "g");
+        let _wide = b.subscribe(group("jobs.*")).await.unwrap();
+        let _narrow = b.subscribe(group("jobs.a")).await.unwrap();
+        // Four runs of one message, all four for `jobs.*`.
+        let topics = ["jobs.a", "jobs.b", "jobs.a", "jobs.b"];
+        let four = topics.map(|t| Message::new(t, "x")).to_vec();
+        let e = b.publish(four).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        assert!(e.to_string().contains("`jobs.*`"), "{e}");
+        assert_eq!(b.held(), 0);
+        let three = topics[..3].iter().map(|t| Message::new(*t, "x")).collect();
+        b.publish(three).await.unwrap();
+        // `jobs.*` has 3, `jobs.a` 2.
+        assert_eq!(b.held(), 5);
     }
 
     #[tokio::test]
