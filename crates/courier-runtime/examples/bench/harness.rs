@@ -1,0 +1,188 @@
+//! What every benchmark shares: a runtime with one guest, the messages of
+//! each work, the publisher, and the native consumer doing the same work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use courier_broker::{Backend, Delivery, Message, Subscription};
+use courier_runtime::{Config, Runtime};
+use futures::FutureExt;
+
+pub(crate) fn client_toml(backend: &str) -> anyhow::Result<&'static str> {
+    Ok(match backend {
+        "embedded" => "backend = \"embedded\"",
+        "nats" => "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"",
+        // In memory: the figure is the host's cost, not the disk's.
+        "jetstream" => {
+            "backend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
+             options = { jetstream = true, stream = \"COURIER_BENCH\", subjects = \"bench.>\", \
+             storage = \"memory\" }"
+        }
+        other => bail!("unknown backend `{other}` (embedded, nats, jetstream)"),
+    })
+}
+
+/// A guest's settings for one measurement.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    pub(crate) backend: String,
+    pub(crate) guest: String,
+    pub(crate) batch: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) size: usize,
+    pub(crate) pooling: bool,
+}
+
+pub(crate) fn ns() -> String {
+    format!("bench.r{}x{}", std::process::id(), rand::random::<u32>())
+}
+
+/// A runtime running the guest of `setup` on `{ns}.in`, sending to `{ns}.out`.
+pub(crate) async fn start(setup: &Setup, ns: &str) -> anyhow::Result<Runtime> {
+    let component = match setup.guest.as_str() {
+        "noop" => test_programs::NOOP,
+        "uppercase" => test_programs::UPPERCASE,
+        "transform" => test_programs::TRANSFORM,
+        other => bail!("unknown guest `{other}` (noop, uppercase, transform)"),
+    };
+    let config = Config::from_toml(&format!(
+        r#"
+        [host]
+        summary-secs = 0
+        pooling = {pooling}
+        [clients.default]
+        {client}
+        [guests.g]
+        component = "{component}"
+        subscribe = ["{ns}.in"]
+        allow-publish = ["{ns}.out"]
+        env = {{ OUT = "{ns}.out" }}
+        batch-size = {batch}
+        concurrency = {concurrency}
+        max-message-bytes = {max}
+        memory-limit-mib = 256
+        "#,
+        pooling = setup.pooling,
+        client = client_toml(&setup.backend)?,
+        batch = setup.batch,
+        concurrency = setup.concurrency,
+        max = (setup.size * 2).max(1 << 20),
+    ))?;
+    let runtime = Runtime::new(config)?;
+    runtime.start().await?;
+    Ok(runtime)
+}
+
+pub(crate) fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// The messages the work `work` takes: JSON orders of a few hundred bytes
+/// for `transform` (each different), else `size` bytes of letters.
+pub(crate) fn inputs(work: &str, topic: &str, n: usize, size: usize) -> Vec<Message> {
+    (0..1000.min(n).max(1))
+        .map(|i| match work {
+            "transform" => Message::new(topic, orders::sample(i)),
+            _ => Message::new(topic, payload(size)),
+        })
+        .collect()
+}
+
+/// Publishes `n` messages for `work` on `topic`, in chunks.
+pub(crate) async fn publish(
+    backend: Arc<dyn Backend>,
+    topic: String,
+    work: String,
+    n: usize,
+    size: usize,
+) {
+    let chunk = inputs(&work, &topic, n, size);
+    let mut sent = 0;
+    while sent < n {
+        let k = chunk.len().min(n - sent);
+        backend.publish(chunk[..k].to_vec()).await.expect("publish");
+        sent += k;
+    }
+}
+
+/// Up to `max` deliveries: waits for the first, takes what else is ready.
+pub(crate) async fn take_batch(
+    sub: &mut Box<dyn Subscription>,
+    max: usize,
+) -> anyhow::Result<Vec<Delivery>> {
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .context("no message for 10 s")?
+        .context("subscription closed")??;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match sub.next().now_or_never() {
+            Some(Some(d)) => batch.push(d?),
+            _ => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// The native consumer: the same work as guest `work` on `backend`.
+pub(crate) async fn native_consume(
+    backend: &Arc<dyn Backend>,
+    sub: &mut Box<dyn Subscription>,
+    work: &str,
+    out: &str,
+    n: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let mut done = 0;
+    while done < n {
+        let ds = take_batch(sub, batch).await?;
+        done += ds.len();
+        if work == "transform" {
+            let mut out_batch = Vec::with_capacity(ds.len());
+            for d in &ds {
+                let data = orders::transform(&d.message.data)?;
+                let mut m = Message::new(out, data);
+                m.content_type = Some("application/json".into());
+                out_batch.push(m);
+            }
+            backend.publish(out_batch).await?;
+        } else if work == "uppercase" {
+            let up: Vec<Message> = ds
+                .iter()
+                .map(|d| {
+                    let mut m = Message::new(out, d.message.data.to_ascii_uppercase());
+                    m.content_type = d.message.content_type.clone();
+                    m
+                })
+                .collect();
+            backend.publish(up).await?;
+        } else {
+            for d in &ds {
+                std::hint::black_box(&d.message);
+            }
+        }
+        for d in ds {
+            d.acker.ack().await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Resident memory of this process, from /proc (Linux).
+pub(crate) fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        << 10
+}

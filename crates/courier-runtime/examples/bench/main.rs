@@ -1,0 +1,119 @@
+//! End-to-end benchmarks of Courier, each beside a native Rust baseline doing
+//! the same work on the same broker in the same run, so that the figures that
+//! matter are ratios (timings on small shared machines are noisy).
+//!
+//! ```sh
+//! B="cargo run --release -p courier-runtime --example bench --"
+//! $B throughput backend=embedded guest=noop messages=200000 batch=100
+//! $B throughput backend=nats guest=uppercase messages=50000
+//! $B latency backend=embedded rate=5000 seconds=5
+//! $B instantiate count=200
+//! $B scaling backend=embedded messages=100000
+//! $B durable messages=20000   # what each sync policy of --data-dir costs
+//! $B all                     # everything above, as Markdown tables
+//! ```
+//!
+//! Work compared:
+//! - `noop`: the guest accepts each batch and does nothing; the native
+//!   consumer takes each message and acknowledges it.
+//! - `uppercase`: the guest upper-cases each message and sends the batch on to
+//!   an output channel; the native consumer does the same with the same
+//!   backend (one publish per batch, then the acks).
+
+use anyhow::bail;
+
+use args::args_of;
+use durable::{DURABLE_HEAD, durable};
+use instantiate::{INSTANTIATE_HEAD, instantiate};
+use latency::{LATENCY_HEAD, latency};
+use scaling::scaling;
+use throughput::{THROUGHPUT_HEAD, throughput};
+
+mod args;
+mod durable;
+mod harness;
+mod instantiate;
+mod latency;
+mod scaling;
+mod throughput;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let what = argv.first().map_or("all", String::as_str);
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let args = args_of(&rest);
+    let nats = args.str("nats", "yes") != "no";
+    match what {
+        "throughput" => {
+            println!("{THROUGHPUT_HEAD}");
+            throughput(&args).await
+        }
+        "latency" => {
+            println!("{LATENCY_HEAD}");
+            latency(&args).await
+        }
+        "instantiate" => {
+            println!("{INSTANTIATE_HEAD}");
+            instantiate(&args).await
+        }
+        "scaling" => scaling(&args).await,
+        "durable" => {
+            println!("{DURABLE_HEAD}");
+            durable(&args).await
+        }
+        "all" => {
+            println!("Throughput:\n\n{THROUGHPUT_HEAD}");
+            let backends: &[&str] = if nats {
+                &["embedded", "nats"]
+            } else {
+                &["embedded"]
+            };
+            for backend in backends {
+                let n = if *backend == "nats" {
+                    "50000"
+                } else {
+                    "200000"
+                };
+                for guest in ["noop", "uppercase"] {
+                    throughput(&args_of(&[
+                        &format!("backend={backend}"),
+                        &format!("guest={guest}"),
+                        &format!("messages={n}"),
+                    ]))
+                    .await?;
+                }
+            }
+            // The realistic workload: JSON orders parsed, validated,
+            // enriched and sent on.
+            let transform_on: &[(&str, &str)] = if nats {
+                &[("embedded", "200000"), ("jetstream", "20000")]
+            } else {
+                &[("embedded", "200000")]
+            };
+            for (backend, n) in transform_on {
+                throughput(&args_of(&[
+                    &format!("backend={backend}"),
+                    "guest=transform",
+                    &format!("messages={n}"),
+                ]))
+                .await?;
+            }
+            println!("\nLatency (uppercase, batch 100):\n\n{LATENCY_HEAD}");
+            for backend in backends {
+                latency(&args_of(&[&format!("backend={backend}")])).await?;
+            }
+            println!("\nInstantiation (noop):\n\n{INSTANTIATE_HEAD}");
+            instantiate(&args).await?;
+            println!("\nDurable embedded broker (16 B messages):\n\n{DURABLE_HEAD}");
+            durable(&args).await?;
+            scaling(&args_of(&["backend=embedded"])).await
+        }
+        other => {
+            bail!(
+                "unknown benchmark `{other}` \
+                 (throughput, latency, instantiate, scaling, durable, all)"
+            )
+        }
+    }
+}
