@@ -6,6 +6,7 @@
 //! B="cargo run --release -p courier-runtime --example bench --"
 //! $B throughput backend=embedded guest=noop messages=200000 batch=100
 //! $B throughput backend=nats guest=uppercase messages=50000
+//! $B throughput backend=jetstream guest=transform messages=20000
 //! $B latency backend=embedded rate=5000 seconds=5
 //! $B instantiate count=200
 //! $B scaling backend=embedded messages=100000
@@ -19,6 +20,12 @@
 //! - `uppercase`: the guest upper-cases each message and sends the batch on to
 //!   an output channel; the native consumer does the same with the same
 //!   backend (one publish per batch, then the acks).
+//! - `transform`: the guest parses each message as a JSON order, validates
+//!   and enriches it and sends the batch on; the native consumer runs the
+//!   same code (the `orders` crate under `guests/`).
+//!
+//! Backends: `embedded`, `nats` (core NATS) and `jetstream` (an in-memory
+//! stream), on 127.0.0.1:4222.
 
 use anyhow::bail;
 
