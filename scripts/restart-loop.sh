@@ -13,7 +13,8 @@
 # test itself has unbounded waits (stopping the runtime). Each run starts a private broker and takes it down
 # twice: about 15 s a run on NATS and Redis, 22 s on Mosquitto and 30 s on
 # RabbitMQ on a 2-core machine, so N = 20 takes about 30 minutes. The test
-# binary is built once first (debug, as `cargo test` builds it).
+# binary is built once first (debug, as `cargo test` builds it) and run
+# directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,15 @@ cases=(
   "mosquitto|mosquitto_survives_broker_restarts"
 )
 
-cargo test -q --workspace --test faults --no-run
+# The test binary is built once and run directly: every run tests the same
+# build, even if the working tree changes meanwhile.
+bin="$(cargo test -q --workspace --test faults --no-run --message-format=json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "faults" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$bin" ] || { echo "restart-loop: the faults test binary was not built" >&2; exit 1; }
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
@@ -62,8 +71,8 @@ for c in "${cases[@]}"; do
   passed=0
   for ((i = 1; i <= runs; i++)); do
     started=$SECONDS
-    if timeout -k 10 "$limit" cargo test -q --workspace --test faults -- --exact "$test" \
-      --nocapture --test-threads 1 >"$out" 2>&1 &&
+    if (cd crates/courier-runtime && timeout -k 10 "$limit" "$bin" --exact "$test" \
+      --nocapture --test-threads 1) >"$out" 2>&1 &&
       grep -q '^test result: ok\. 1 passed' "$out"; then
       passed=$((passed + 1))
       # The test's summary line (it may follow libtest's `test NAME ... ` on its line).
