@@ -46,7 +46,8 @@
 //!
 //! The context holds the guest's grants ([`GuestPolicy`]) and the embedder's
 //! [`Connector`] and [`Consumer`]; a store is made with that state, and the
-//! guest's `handler` export is called through [`bindings::Messaging`].
+//! guest's `handler` export is called through [`bindings::Messaging`], or
+//! through [`handler::Handler`] with messages lowered from borrowed data.
 
 #![deny(missing_docs)]
 
@@ -54,6 +55,7 @@ pub mod bindings;
 mod convert;
 mod ctx;
 pub mod error;
+pub mod handler;
 mod host;
 
 pub use convert::{from_wit, to_wit};

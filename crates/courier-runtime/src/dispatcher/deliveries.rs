@@ -27,8 +27,10 @@ pub struct Source {
 pub struct InFlight {
     /// Settles it with the broker.
     pub acker: Box<dyn Acker>,
-    /// The message as it arrived (without Courier's delivery keys).
-    pub message: Message,
+    /// The message as it arrived (without Courier's delivery keys); shared,
+    /// so that a `handler` call can lower it into the guest from here while
+    /// the tracker holds it.
+    pub message: Arc<Message>,
     /// Delivery attempt, from 1.
     pub attempt: u32,
     /// The subscription it came from.
@@ -222,7 +224,7 @@ mod tests {
     fn held(m: Message) -> InFlight {
         InFlight {
             acker: Box::new(NoAck),
-            message: m,
+            message: Arc::new(m),
             attempt: 1,
             source: Arc::new(Source {
                 backend: Arc::new(courier_embedded::EmbeddedBroker::new()),

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use courier_wasi_messaging::WasiMessagingCtx;
-use courier_wasi_messaging::bindings::{Message as WitMessage, Messaging, MessagingPre};
+use courier_wasi_messaging::bindings::MessagingPre;
 use courier_wasi_messaging::error::describe;
+use courier_wasi_messaging::handler::{Handler, MessageRef};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -91,7 +92,7 @@ impl fmt::Display for HandlerFailure {
 /// One instance of a guest and its store.
 pub struct Instance {
     store: Store<GuestState>,
-    bindings: Messaging,
+    handler: Handler,
     scope: Arc<CallScope>,
     /// Epoch ticks left before the running call (or the instantiation) is
     /// interrupted.
@@ -160,10 +161,11 @@ impl Instance {
             })
         });
         store.set_epoch_deadline(1);
-        let bindings = pre.instantiate_async(&mut store).await?;
+        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+        let handler = Handler::new(&mut store, &instance)?;
         Ok(Self {
             store,
-            bindings,
+            handler,
             scope,
             ticks_left,
         })
@@ -173,17 +175,14 @@ impl Instance {
     /// `numbers`) under `deadline`.
     pub async fn call(
         &mut self,
-        messages: &[WitMessage],
+        messages: &[MessageRef<'_>],
         numbers: &[u64],
         deadline: Duration,
     ) -> Result<(), HandlerFailure> {
         self.ticks_left.store(ticks(deadline), Ordering::Relaxed);
         self.store.set_epoch_deadline(1);
         self.scope.set(numbers);
-        let call = self
-            .bindings
-            .wasi_messaging_guest()
-            .call_handler(&mut self.store, messages);
+        let call = self.handler.call(&mut self.store, messages);
         let result = tokio::time::timeout(deadline + HOST_CALL_GRACE, call).await;
         self.scope.set(&[]);
         match result {

@@ -53,7 +53,7 @@ impl GuestRuntime {
         message.remove_meta(ATTEMPT_KEY);
         let held = InFlight {
             acker,
-            message,
+            message: Arc::new(message),
             attempt,
             source,
             waiting_since: None,
@@ -162,7 +162,7 @@ impl GuestRuntime {
             }
             return;
         };
-        let mut letter = message;
+        let mut letter = Arc::unwrap_or_clone(message);
         // A dead letter is a new publish: its latency counts from now.
         letter.remove_meta(SENT_AT_KEY);
         letter.set_meta(ORIGINAL_TOPIC_KEY, letter.topic.clone());

@@ -1,12 +1,14 @@
 //! A running guest's status as readiness reports it, and what a guest is
 //! handed of a stamped message.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use courier_broker::{Message, Pattern};
 use courier_test_support::wait_until_async;
 
-use super::worker::to_wit_delivery;
+use super::worker::guest_metadata;
 use crate::readiness::GuestStatus;
 use crate::telemetry::{self, SENT_AT_KEY};
 use crate::{Config, GuestConfig, Runtime};
@@ -59,14 +61,15 @@ fn the_guest_never_sees_the_sent_at_stamp() {
     let mut m = Message::new("in", "x");
     m.set_meta("trace", "t-1");
     telemetry::stamp(&mut m);
-    let handed = to_wit_delivery(&m, "d-1".into(), 1);
-    let keys: Vec<&str> = handed
-        .metadata
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let messages = [Arc::new(m)];
+    let (ids, attempts) = (["d-1".to_string()], [Cow::Borrowed("1")]);
+    let (metadata, ranges) = guest_metadata(&messages, &ids, &attempts);
+    assert_eq!(ranges, vec![0..3]);
+    let keys: Vec<&str> = metadata.iter().map(|(k, _)| *k).collect();
     assert_eq!(keys, ["trace", "courier-delivery-id", "courier-attempt"]);
+    assert_eq!(
+        metadata[1..],
+        [("courier-delivery-id", "d-1"), ("courier-attempt", "1")]
+    );
     assert!(!keys.contains(&SENT_AT_KEY));
 }

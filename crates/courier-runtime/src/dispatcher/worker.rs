@@ -3,10 +3,13 @@
 //! `handler` on an instance of its own, reused from batch to batch, and
 //! hands what the call left unsettled to `settlement`.
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use courier_broker::Message;
 use courier_broker::message::{ATTEMPT_KEY, DELIVERY_ID_KEY};
+use courier_wasi_messaging::handler::MessageRef;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -134,25 +137,27 @@ impl GuestRuntime {
         }
         let first = self.tracker.reserve(held.len());
         let numbers: Vec<u64> = (first..).take(held.len()).collect();
-        let messages: Vec<_> = numbers
-            .iter()
-            .zip(&held)
-            .map(|(n, f)| to_wit_delivery(&f.message, self.tracker.id(*n), f.attempt))
-            .collect();
+        let ids: Vec<String> = numbers.iter().map(|n| self.tracker.id(*n)).collect();
+        // The messages stay shared with the tracker during the call (the
+        // guest may settle them meanwhile): they are lowered from there.
+        let messages: Vec<Arc<Message>> = held.iter().map(|f| f.message.clone()).collect();
+        let attempts: Vec<Cow<'static, str>> =
+            held.iter().map(|f| attempt_text(f.attempt)).collect();
         self.tracker
             .insert_all(numbers.iter().copied().zip(held).map(|(n, mut f)| {
                 f.waiting_since = None;
                 (n, f)
             }));
         self.stats.add(Stat::Delivered, messages.len() as u64);
-        let ids: Vec<String> = numbers.iter().map(|n| self.tracker.id(*n)).collect();
         let span = tracing::info_span!("handler", guest = %self.name, batch = messages.len(), deliveries = ?ids);
         let outcome = async {
             match self.instance(slot).await {
                 Ok(instance) => {
+                    let (metadata, ranges) = guest_metadata(&messages, &ids, &attempts);
+                    let batch = guest_messages(&messages, &metadata, &ranges);
                     let started = Instant::now();
                     let outcome = instance
-                        .call(&messages, &numbers, self.config.handler_timeout())
+                        .call(&batch, &numbers, self.config.handler_timeout())
                         .await;
                     self.stats.handler_took(started.elapsed());
                     outcome
@@ -211,23 +216,60 @@ impl GuestRuntime {
     }
 }
 
-/// The message as the guest gets it: Courier's delivery id and attempt added
-/// to its metadata, the `courier-sent-at` stamp taken out (a guest sees the
-/// same message whether latency is measured or not).
-pub(super) fn to_wit_delivery(
-    m: &Message,
-    id: String,
-    attempt: u32,
-) -> courier_wasi_messaging::bindings::Message {
-    let mut metadata = Vec::with_capacity(m.metadata.len() + 2);
-    metadata.extend(m.metadata.iter().filter(|(k, _)| k != SENT_AT_KEY).cloned());
-    metadata.push((DELIVERY_ID_KEY.to_string(), id));
-    metadata.push((ATTEMPT_KEY.to_string(), attempt.to_string()));
-    courier_wasi_messaging::bindings::Message {
-        topic: m.topic.clone(),
-        content_type: m.content_type.clone(),
-        reply_to: m.reply_to.clone(),
-        data: m.data.to_vec(),
-        metadata: Some(metadata),
+/// The metadata the guest sees with each message of a batch, borrowed from
+/// the held messages: their own metadata without the `courier-sent-at` stamp
+/// (a guest sees the same message whether latency is measured or not), then
+/// Courier's delivery id and attempt. One list for the batch, and each
+/// message's range in it.
+pub(super) fn guest_metadata<'a>(
+    messages: &'a [Arc<Message>],
+    ids: &'a [String],
+    attempts: &'a [Cow<'static, str>],
+) -> (Vec<(&'a str, &'a str)>, Vec<Range<usize>>) {
+    let pairs = messages.iter().map(|m| m.metadata.len() + 2).sum();
+    let mut metadata = Vec::with_capacity(pairs);
+    let mut ranges = Vec::with_capacity(messages.len());
+    for ((m, id), attempt) in messages.iter().zip(ids).zip(attempts) {
+        let start = metadata.len();
+        metadata.extend(
+            m.metadata
+                .iter()
+                .filter(|(k, _)| k != SENT_AT_KEY)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        metadata.push((DELIVERY_ID_KEY, id.as_str()));
+        metadata.push((ATTEMPT_KEY, attempt.as_ref()));
+        ranges.push(start..metadata.len());
+    }
+    (metadata, ranges)
+}
+
+/// The batch as the guest gets it: each message lowered from where it is
+/// held, with its metadata from [`guest_metadata`].
+fn guest_messages<'a>(
+    messages: &'a [Arc<Message>],
+    metadata: &'a [(&'a str, &'a str)],
+    ranges: &[Range<usize>],
+) -> Vec<MessageRef<'a>> {
+    messages
+        .iter()
+        .zip(ranges)
+        .map(|(m, range)| MessageRef {
+            topic: &m.topic,
+            content_type: m.content_type.as_deref(),
+            reply_to: m.reply_to.as_deref(),
+            data: &m.data,
+            metadata: Some(&metadata[range.clone()]),
+        })
+        .collect()
+}
+
+/// An attempt number as the guest reads it: the first ones without an
+/// allocation.
+fn attempt_text(attempt: u32) -> Cow<'static, str> {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(attempt).ok().and_then(|a| SMALL.get(a)) {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(attempt.to_string()),
     }
 }
