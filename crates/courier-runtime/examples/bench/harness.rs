@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use courier_broker::{Backend, Delivery, Message, Subscription};
+use courier_broker::{Backend, Delivery, ErrorKind, Message, Subscription};
 use courier_runtime::{Config, Runtime};
 use futures::FutureExt;
 
@@ -101,24 +101,32 @@ pub(crate) async fn publish(
     let mut sent = 0;
     while sent < n {
         let k = chunk.len().min(n - sent);
-        backend.publish(chunk[..k].to_vec()).await.expect("publish");
-        sent += k;
+        match backend.publish(chunk[..k].to_vec()).await {
+            Ok(()) => sent += k,
+            // The queue is at its bound (the consumer is behind): back-pressure,
+            // as any client gets it; try again shortly.
+            Err(e) if e.kind() == ErrorKind::Busy => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("publish: {e}"),
+        }
     }
 }
 
-/// Up to `max` deliveries: waits for the first, takes what else is ready.
+/// Up to `max` deliveries: waits for the first, takes what else is ready,
+/// through `next_batch` as the host's pump does (on JetStream one pull
+/// request for many messages, on the embedded broker one lock).
 pub(crate) async fn take_batch(
     sub: &mut Box<dyn Subscription>,
     max: usize,
 ) -> anyhow::Result<Vec<Delivery>> {
-    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+    let mut batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(max))
         .await
         .context("no message for 10 s")?
         .context("subscription closed")??;
-    let mut batch = vec![first];
     while batch.len() < max {
-        match sub.next().now_or_never() {
-            Some(Some(d)) => batch.push(d?),
+        match sub.next_batch(max - batch.len()).now_or_never() {
+            Some(Some(more)) => batch.extend(more?),
             _ => break,
         }
     }
@@ -162,9 +170,9 @@ pub(crate) async fn native_consume(
                 std::hint::black_box(&d.message);
             }
         }
-        for d in ds {
-            d.acker.ack().await?;
-        }
+        // Acked together, as the host does: on a broker whose ack is a
+        // round trip (JetStream), one by one would measure the round trips.
+        futures::future::try_join_all(ds.into_iter().map(|d| d.acker.ack())).await?;
     }
     Ok(())
 }
