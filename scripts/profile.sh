@@ -13,9 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 messages="${1:-200000}"
 cargo build --release -p courier-runtime --example bench
+bench="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 out="$(mktemp -d)"
 perf record -F 999 --call-graph dwarf,32768 -o "$out/perf.data" \
-  target/release/examples/bench throughput backend=embedded guest=noop "messages=$messages" \
+  "$bench" throughput backend=embedded guest=noop "messages=$messages" \
   >/dev/null 2>"$out/record.log"
 perf script -i "$out/perf.data" 2>/dev/null >"$out/perf.txt"
 python3 - "$out/perf.txt" <<'PY'
@@ -30,7 +31,7 @@ for st in stacks:
         continue
     frames = [re.sub(r"\+0x[0-9a-f]+.*$", "", re.sub(r"^[0-9a-f]+ ", "", l)) for l in lines]
     joined = " ".join(frames)
-    if "bench::publish" in joined or "native_rate" in joined:
+    if "harness::publish" in joined or "native_rate" in joined:
         continue
     total += 1
     for f in frames:
