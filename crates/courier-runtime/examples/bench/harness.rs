@@ -40,6 +40,13 @@ pub(crate) fn ns() -> String {
 
 /// A runtime running the guest of `setup` on `{ns}.in`, sending to `{ns}.out`.
 pub(crate) async fn start(setup: &Setup, ns: &str) -> anyhow::Result<Runtime> {
+    let runtime = Runtime::new(config(setup, ns)?)?;
+    runtime.start().await?;
+    Ok(runtime)
+}
+
+/// The configuration [`start`] runs: one guest, `g`.
+pub(crate) fn config(setup: &Setup, ns: &str) -> anyhow::Result<Config> {
     let component = match setup.guest.as_str() {
         "noop" => test_programs::NOOP,
         "uppercase" => test_programs::UPPERCASE,
@@ -69,9 +76,7 @@ pub(crate) async fn start(setup: &Setup, ns: &str) -> anyhow::Result<Runtime> {
         concurrency = setup.concurrency,
         max = (setup.size * 2).max(1 << 20),
     ))?;
-    let runtime = Runtime::new(config)?;
-    runtime.start().await?;
-    Ok(runtime)
+    Ok(config)
 }
 
 pub(crate) fn payload(size: usize) -> Vec<u8> {

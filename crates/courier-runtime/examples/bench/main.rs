@@ -11,6 +11,7 @@
 //! $B instantiate count=200
 //! $B scaling backend=embedded messages=100000
 //! $B durable messages=20000   # what each sync policy of --data-dir costs
+//! $B fresh guest=uppercase messages=20000   # reused instances against one per message
 //! $B all                     # everything above, as Markdown tables
 //! ```
 //!
@@ -31,6 +32,7 @@ use anyhow::bail;
 
 use args::args_of;
 use durable::{DURABLE_HEAD, durable};
+use fresh::{FRESH_HEAD, fresh};
 use instantiate::{INSTANTIATE_HEAD, instantiate};
 use latency::{LATENCY_HEAD, latency};
 use scaling::scaling;
@@ -38,6 +40,7 @@ use throughput::{THROUGHPUT_HEAD, throughput};
 
 mod args;
 mod durable;
+mod fresh;
 mod harness;
 mod instantiate;
 mod latency;
@@ -68,6 +71,10 @@ async fn main() -> anyhow::Result<()> {
         "durable" => {
             println!("{DURABLE_HEAD}");
             durable(&args).await
+        }
+        "fresh" => {
+            println!("{FRESH_HEAD}");
+            fresh(&args).await
         }
         "all" => {
             println!("Throughput:\n\n{THROUGHPUT_HEAD}");
@@ -114,12 +121,14 @@ async fn main() -> anyhow::Result<()> {
             instantiate(&args).await?;
             println!("\nDurable embedded broker (16 B messages):\n\n{DURABLE_HEAD}");
             durable(&args).await?;
+            println!("\nA fresh instance per message (embedded):\n\n{FRESH_HEAD}");
+            fresh(&args_of(&[])).await?;
             scaling(&args_of(&["backend=embedded"])).await
         }
         other => {
             bail!(
                 "unknown benchmark `{other}` \
-                 (throughput, latency, instantiate, scaling, durable, all)"
+                 (throughput, latency, instantiate, scaling, durable, fresh, all)"
             )
         }
     }
