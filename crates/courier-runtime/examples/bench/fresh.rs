@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
 use courier_broker::message::{ATTEMPT_KEY, DELIVERY_ID_KEY};
-use courier_broker::{Backend, ErrorKind, Message, Pattern, Subscription, SubscriptionSpec};
+use courier_broker::{Backend, Message, Pattern, Subscription, SubscriptionSpec};
 use courier_runtime::engine::load_component;
 use courier_runtime::instance::{CallScope, Instance};
 use courier_runtime::runtime::{link, linker};
@@ -34,7 +34,7 @@ use courier_wasi_messaging::handler::MessageRef;
 use courier_wasi_messaging::{Consumer, GuestPolicy, MessagingError, WasiMessagingCtx};
 
 use crate::args::Args;
-use crate::harness::{Setup, config, inputs, median, ns, start, take_batch};
+use crate::harness::{Setup, config, median, ns, publish, start, take_batch};
 use crate::throughput::ROUNDS;
 
 /// How long a round may take before it counts as lost messages.
@@ -113,7 +113,7 @@ async fn reused_rate(runtime: &Runtime, setup: &Setup, ns: &str, n: usize) -> an
     };
     let before = guest.stats().accepted;
     let started = Instant::now();
-    let publisher = tokio::spawn(publish_paced(
+    let publisher = tokio::spawn(publish(
         backend,
         format!("{ns}.in"),
         setup.guest.clone(),
@@ -136,7 +136,7 @@ async fn reused_rate(runtime: &Runtime, setup: &Setup, ns: &str, n: usize) -> an
         }
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    publisher.await??;
+    publisher.await?;
     let s = guest.stats();
     if s.errors > 0 || s.traps > 0 {
         bail!("the guest failed: {} errors, {} traps", s.errors, s.traps);
@@ -222,19 +222,13 @@ impl FreshHost {
             None
         };
         let started = Instant::now();
-        let publisher = tokio::spawn(publish_paced(
-            backend,
-            input,
-            self.work.clone(),
-            n,
-            self.size,
-        ));
+        let publisher = tokio::spawn(publish(backend, input, self.work.clone(), n, self.size));
         self.handle(runtime, &mut sub, n).await?;
         if let Some(counter) = counter {
             counter.await??;
         }
         let rate = n as f64 / started.elapsed().as_secs_f64();
-        publisher.await??;
+        publisher.await?;
         sub.close().await?;
         Ok(rate)
     }
@@ -338,28 +332,4 @@ async fn count_outputs(
         }
         Ok(())
     }))
-}
-
-/// Publishes `n` messages for `work` on `topic` in chunks, waiting while the
-/// embedded broker's queue is full (a slow consumer) rather than fail.
-async fn publish_paced(
-    backend: Arc<dyn Backend>,
-    topic: String,
-    work: String,
-    n: usize,
-    size: usize,
-) -> anyhow::Result<()> {
-    let chunk = inputs(&work, &topic, n, size);
-    let mut sent = 0;
-    while sent < n {
-        let k = chunk.len().min(n - sent);
-        match backend.publish(chunk[..k].to_vec()).await {
-            Ok(()) => sent += k,
-            Err(e) if e.kind() == ErrorKind::Busy => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
