@@ -12,6 +12,7 @@
 //! $B scaling backend=embedded messages=100000
 //! $B durable messages=20000   # what each sync policy of --data-dir costs
 //! $B fresh guest=uppercase messages=20000   # reused instances against one per message
+//! $B guests max=1000 chart=docs/perf/guests.svg   # 1 to 1,000 guests in one host
 //! $B all                     # everything above, as Markdown tables
 //! ```
 //!
@@ -33,6 +34,7 @@ use anyhow::bail;
 use args::args_of;
 use durable::{DURABLE_HEAD, durable};
 use fresh::{FRESH_HEAD, fresh};
+use guests::guests;
 use instantiate::{INSTANTIATE_HEAD, instantiate};
 use latency::{LATENCY_HEAD, latency};
 use scaling::scaling;
@@ -41,6 +43,7 @@ use throughput::{THROUGHPUT_HEAD, throughput};
 mod args;
 mod durable;
 mod fresh;
+mod guests;
 mod harness;
 mod instantiate;
 mod latency;
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{FRESH_HEAD}");
             fresh(&args).await
         }
+        "guests" => guests(&args).await,
         "all" => {
             println!("Throughput:\n\n{THROUGHPUT_HEAD}");
             let backends: &[&str] = if nats {
@@ -128,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         other => {
             bail!(
                 "unknown benchmark `{other}` \
-                 (throughput, latency, instantiate, scaling, durable, fresh, all)"
+                 (throughput, latency, instantiate, scaling, durable, fresh, guests, all)"
             )
         }
     }
