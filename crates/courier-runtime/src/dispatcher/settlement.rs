@@ -16,6 +16,10 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::GuestRuntime;
+use crate::deliveries::{InFlight, Source};
+use crate::instance::HandlerFailure;
+use crate::stats::Stat;
+use crate::telemetry::SENT_AT_KEY;
 
 /// The longest Courier waits for a broker to take one settlement (an ack, a
 /// nack, a hand-back). Each backend bounds its own waits by its client's
@@ -34,10 +38,6 @@ pub(super) async fn bounded(
         .await
         .unwrap_or_else(|_| Err(BrokerError::timeout(what, SETTLE_DEADLINE)))
 }
-use crate::deliveries::{InFlight, Source};
-use crate::instance::HandlerFailure;
-use crate::stats::Stat;
-use crate::telemetry::SENT_AT_KEY;
 
 impl GuestRuntime {
     /// Takes a delivery in: Courier's delivery keys stripped, and refused
