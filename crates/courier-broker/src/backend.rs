@@ -209,4 +209,11 @@ pub trait Acker: Send + Sync {
     async fn release(self: Box<Self>) -> Result<(), BrokerError> {
         self.nack(Duration::ZERO).await
     }
+    /// Where this delivery can be accepted together with others, for
+    /// [`ack_all`](crate::batch::ack_all): a delivery accepted that way is
+    /// not accepted again through this acker, which is dropped. `None` (the
+    /// default): it is accepted alone, with [`Acker::ack`].
+    fn batch(&self) -> Option<crate::batch::BatchTag> {
+        None
+    }
 }

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod batch;
 pub mod error;
 pub mod extensions;
 pub mod factory;
@@ -25,6 +26,7 @@ pub mod tls;
 pub use backend::{
     Acker, Backend, DEFAULT_ACK_WAIT, Delivery, Features, Mode, Subscription, SubscriptionSpec,
 };
+pub use batch::{AckBatch, BatchTag, ack_all};
 pub use error::{BrokerError, ErrorKind};
 pub use message::Message;
 pub use pattern::Pattern;

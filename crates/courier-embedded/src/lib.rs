@@ -39,9 +39,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use courier_broker::{
-    Acker, Backend, BrokerError, Delivery, Features, Message, Mode, Pattern, Subscription,
-    SubscriptionSpec,
+    AckBatch, Acker, Backend, BatchTag, BrokerError, Delivery, Features, Message, Mode, Pattern,
+    Subscription, SubscriptionSpec,
 };
+use rustc_hash::FxHashMap;
 use store::{Store, entry_key};
 use subjects::Subjects;
 
@@ -169,7 +170,7 @@ struct QueueState {
     ready: VecDeque<Entry>,
     delayed: Vec<(Instant, Entry)>,
     /// Acquired entries by delivery tag, with their ack deadline.
-    inflight: HashMap<u64, (Instant, Entry)>,
+    inflight: FxHashMap<u64, (Instant, Entry)>,
     /// The ack deadlines of `inflight`, soonest first; settled tags are
     /// skipped when they surface, and the heap is rebuilt when they pile up.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -620,12 +621,48 @@ impl EmbeddedAcker {
         let entry = lock(&queue).inflight.remove(&self.tag).map(|(_, e)| e);
         match entry {
             Some(entry) => Ok(Some((queue, entry))),
-            None => Err(BrokerError::settled(format!(
-                "delivery {} is no longer in flight (its ack deadline passed): \
-                 the broker redelivers it",
-                self.tag
-            ))),
+            None => Err(not_in_flight(self.tag)),
         }
+    }
+}
+
+/// The error of a settlement whose delivery is no longer in flight.
+fn not_in_flight(tag: u64) -> BrokerError {
+    BrokerError::settled(format!(
+        "delivery {tag} is no longer in flight (its ack deadline passed): \
+         the broker redelivers it"
+    ))
+}
+
+impl Queue {
+    /// Forgets an acknowledged entry (in the store too).
+    fn acked(&self, entry: Entry) {
+        if let Some((store, id)) = &self.stored {
+            store.remove(entry_key(*id, entry.seq));
+        }
+    }
+}
+
+/// A batch's acks on one queue: taken out of flight under one lock.
+#[async_trait]
+impl AckBatch for Queue {
+    async fn ack_tags(&self, tags: &[u64]) -> Vec<Result<(), BrokerError>> {
+        let entries: Vec<Option<Entry>> = {
+            let mut state = lock(self);
+            tags.iter()
+                .map(|tag| state.inflight.remove(tag).map(|(_, e)| e))
+                .collect()
+        };
+        tags.iter()
+            .zip(entries)
+            .map(|(&tag, entry)| match entry {
+                Some(entry) => {
+                    self.acked(entry);
+                    Ok(())
+                }
+                None => Err(not_in_flight(tag)),
+            })
+            .collect()
     }
 }
 
@@ -636,10 +673,18 @@ impl Acker for EmbeddedAcker {
         let Some((queue, entry)) = self.take()? else {
             return Ok(());
         };
-        if let Some((store, id)) = &queue.stored {
-            store.remove(entry_key(*id, entry.seq));
-        }
+        queue.acked(entry);
         Ok(())
+    }
+
+    /// The queue's batch, while the queue is there (a closed broadcast
+    /// subscription's acks are taken alone: there is nothing to settle).
+    fn batch(&self) -> Option<BatchTag> {
+        let queue: Arc<dyn AckBatch> = self.queue.upgrade()?;
+        Some(BatchTag {
+            batch: queue,
+            tag: self.tag,
+        })
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
