@@ -175,9 +175,12 @@ pub(crate) async fn native_consume(
                 std::hint::black_box(&d.message);
             }
         }
-        // Acked together, as the host does: on a broker whose ack is a
-        // round trip (JetStream), one by one would measure the round trips.
-        futures::future::try_join_all(ds.into_iter().map(|d| d.acker.ack())).await?;
+        // Acked together, as the host does (`ack_all`: in one step where
+        // the broker allows it; on a broker whose ack is a round trip,
+        // JetStream, one by one would measure the round trips).
+        for r in courier_broker::ack_all(ds.into_iter().map(|d| d.acker).collect()).await {
+            r?;
+        }
     }
     Ok(())
 }

@@ -8,13 +8,13 @@
 //! a guest can never settle another guest's deliveries: their ids are not in
 //! its tracker.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use courier_broker::message::DELIVERY_ID_KEY;
 use courier_broker::{Acker, Backend, Message};
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 /// Where a delivery came from: needed to dead-letter it on the same broker.
@@ -48,7 +48,7 @@ pub struct InFlight {
 pub struct Tracker {
     prefix: String,
     next: AtomicU64,
-    inflight: Mutex<HashMap<u64, InFlight>>,
+    inflight: Mutex<FxHashMap<u64, InFlight>>,
 }
 
 impl Default for Tracker {
@@ -63,11 +63,11 @@ impl Tracker {
         Self {
             prefix: format!("{:016x}", rand::random::<u64>()),
             next: AtomicU64::new(1),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(FxHashMap::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, InFlight>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -78,11 +78,20 @@ impl Tracker {
 
     /// The delivery id the guest sees for number `n`.
     pub fn id(&self, n: u64) -> String {
-        let mut id = String::with_capacity(self.prefix.len() + 21);
-        id.push_str(&self.prefix);
-        id.push('-');
-        id.push_str(itoa(n, &mut [0; 20]));
-        id
+        self.ids(&[n]).text
+    }
+
+    /// The delivery ids of `ns`, written one after another into one buffer.
+    pub fn ids(&self, ns: &[u64]) -> Ids {
+        let mut text = String::with_capacity(ns.len() * (self.prefix.len() + 8));
+        let mut ends = Vec::with_capacity(ns.len());
+        for &n in ns {
+            text.push_str(&self.prefix);
+            text.push('-');
+            text.push_str(itoa(n, &mut [0; 20]));
+            ends.push(text.len());
+        }
+        Ids { text, ends }
     }
 
     /// The number of a delivery id of this tracker.
@@ -174,6 +183,22 @@ impl Tracker {
     }
 }
 
+/// Delivery ids of a batch, in one buffer (see [`Tracker::ids`]).
+pub struct Ids {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    /// The ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.text[start..end])
+    }
+}
+
 /// Formats `n` in decimal into `buf`, without allocating.
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
@@ -200,6 +225,11 @@ mod tests {
         for n in [0, 7, 10, u64::MAX] {
             assert_eq!(t.number(&t.id(n)), Some(n));
         }
+        let ns = [3, 40, 500];
+        let ids = t.ids(&ns);
+        let ids: Vec<&str> = ids.iter().collect();
+        let one_by_one: Vec<String> = ns.iter().map(|n| t.id(*n)).collect();
+        assert_eq!(ids, one_by_one);
         let other = Tracker::new();
         assert_eq!(t.number(&other.id(1)), None);
         assert_eq!(t.number("forged-123"), None);

@@ -60,9 +60,9 @@ impl Load {
         }
     }
 
-    /// A pump put one delivery in the queue.
-    pub(crate) fn queue(&self) {
-        self.queued.fetch_add(1, Ordering::SeqCst);
+    /// A pump put `n` deliveries in the queue.
+    pub(crate) fn queue(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::SeqCst);
     }
 
     /// `n` deliveries left the queue for a batch (the worker is busy

@@ -23,9 +23,11 @@
 //! - this one: [`GuestRuntime`] itself, its start and stop;
 //! - `subscriptions`: subscription settings, group rights, updates;
 //! - `pump`: from a broker subscription into the guest's queue;
+//! - `queue`: the guest's queue, filled and emptied a batch at a time;
 //! - `worker`: batching and the `handler` call;
 //! - `load`: what is queued and busy, and the signal of a guest gone idle;
-//! - `settlement`: accept, redeliver, dead-letter, ack deadlines;
+//! - `settlement`: accept (a batch in one step where the broker allows
+//!   it), redeliver, dead-letter, ack deadlines;
 //! - `consumer`: a new instance and its `consumer` interface;
 //! - [`deliveries`]: in-flight deliveries by delivery id;
 //! - [`instance`]: one instance of a guest and a `handler` call on it;
@@ -40,7 +42,7 @@ use std::time::Duration;
 use anyhow::Context;
 use courier_wasi_messaging::GuestPolicy;
 use courier_wasi_messaging::bindings::MessagingPre;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use wasmtime::Engine;
 
@@ -51,7 +53,8 @@ use deliveries::Tracker;
 use instance::Instance;
 pub use load::Activity;
 use load::Load;
-use pump::{Inbound, release};
+use pump::release;
+use queue::{Feeder, GuestQueue};
 use state::GuestState;
 use stats::{Stats, StatsSnapshot};
 use subscriptions::ActiveSub;
@@ -61,6 +64,7 @@ pub mod deliveries;
 pub mod instance;
 mod load;
 pub(crate) mod pump;
+mod queue;
 mod settlement;
 pub mod state;
 pub mod stats;
@@ -88,9 +92,10 @@ pub struct GuestRuntime {
     /// Held by an update from start to end; `true` once the guest stops.
     updating: Mutex<bool>,
     /// The guest's queue, for new pumps; `None` once the guest stops, so
-    /// that the queue closes when the last pump has let go of it.
-    tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
-    rx: Mutex<mpsc::Receiver<Inbound>>,
+    /// that the queue ends when the last pump has let go of it.
+    feeder: std::sync::Mutex<Option<Feeder>>,
+    /// The guest's queue, for its workers.
+    queue: Arc<GuestQueue>,
     /// Deliveries in the queue (or carried by a worker), not yet in a
     /// batch, and workers busy.
     load: Arc<Load>,
@@ -120,7 +125,8 @@ impl GuestRuntime {
         clients: Arc<ClientPool>,
         activity: Activity,
     ) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(config.batch_size * config.concurrency);
+        let load = Arc::new(Load::new(activity));
+        let feeder = GuestQueue::with_feeder(config.batch_size * config.concurrency, load.clone());
         Arc::new(Self {
             name: name.into(),
             config,
@@ -131,9 +137,9 @@ impl GuestRuntime {
             tracker: Tracker::new(),
             subs: Mutex::new(HashMap::new()),
             updating: Mutex::new(false),
-            tx: std::sync::Mutex::new(Some(tx)),
-            rx: Mutex::new(rx),
-            load: Arc::new(Load::new(activity)),
+            queue: feeder.queue().clone(),
+            feeder: std::sync::Mutex::new(Some(feeder)),
+            load,
             stats: Stats::new(name),
             shutdown: watch::channel(false).0,
             workers_done: watch::channel(false).0,
@@ -281,7 +287,7 @@ impl GuestRuntime {
         let mut stopped = self.updating.lock().await;
         *stopped = true;
         let subs: Vec<ActiveSub> = self.subs.lock().await.drain().map(|(_, s)| s).collect();
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.feeder.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(stopped);
         let mut pumps = Vec::with_capacity(subs.len());
         for s in subs {
@@ -302,15 +308,15 @@ impl GuestRuntime {
     }
 
     /// Releases every delivery left in the queue once the workers are gone.
-    /// Each pump drops its sender as soon as it is stopped, so the queue
+    /// Each pump drops its feeder as soon as it is stopped, so the queue
     /// ends when the last one has.
     async fn hand_back(&self) {
-        let mut rx = self.rx.lock().await;
         let mut n = 0;
-        while let Some(inbound) = rx.recv().await {
-            release(&self.name, std::iter::once(inbound)).await;
-            self.load.hand_back(1);
-            n += 1;
+        while let Some(left) = self.queue.drain().await {
+            let k = left.len();
+            release(&self.name, left.into_iter()).await;
+            self.load.hand_back(k);
+            n += k;
         }
         if n > 0 {
             tracing::info!(guest = %self.name, "handed {n} queued deliveries back to the broker");

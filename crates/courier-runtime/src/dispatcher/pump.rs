@@ -11,16 +11,17 @@
 //! Every wait of a pump yields to its stop signal (`biased`, the stop
 //! first): a pump blocked on a full queue, or waiting to retry its
 //! subscription, never holds up an unsubscribe or a shutdown. A stopped
-//! pump drops its sender of the guest's queue at once, which tells the
+//! pump drops its feeder of the guest's queue at once, which tells the
 //! guest's shutdown that nothing more will be queued.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use courier_broker::{Delivery, Subscription};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use super::load::Load;
+use super::queue::Feeder;
 use crate::deliveries::Source;
 
 /// A delivery on its way to a worker.
@@ -50,8 +51,7 @@ pub(crate) struct Control {
 pub(crate) async fn pump(
     mut sub: Box<dyn Subscription>,
     source: Arc<Source>,
-    tx: mpsc::Sender<Inbound>,
-    load: Arc<Load>,
+    feeder: Feeder,
     control: Control,
     guest: Arc<str>,
 ) {
@@ -60,7 +60,7 @@ pub(crate) async fn pump(
         began_closing,
         mut workers_done,
     } = control;
-    let shutdown = feed(sub.as_mut(), &source, tx, &load, &mut stop, &guest).await;
+    let shutdown = feed(sub.as_mut(), &source, feeder, &mut stop, &guest).await;
     let closed = if shutdown {
         let _ = workers_done.wait_for(|done| *done).await;
         sub.detach().await
@@ -75,41 +75,34 @@ pub(crate) async fn pump(
 }
 
 /// Feeds the queue until stopped (`true` when stopped for a shutdown) or
-/// until the subscription or the queue is closed (`false`). `tx` is
-/// dropped on return.
+/// until the subscription is closed (`false`). `feeder` is dropped on
+/// return.
 async fn feed(
     sub: &mut dyn Subscription,
     source: &Arc<Source>,
-    tx: mpsc::Sender<Inbound>,
-    load: &Load,
+    feeder: Feeder,
     stop: &mut oneshot::Receiver<bool>,
     guest: &str,
 ) -> bool {
+    let mut pending = VecDeque::new();
     loop {
-        // Room in the guest's queue first, then a message: what the guest
+        // Room in the guest's queue first, then messages: what the guest
         // cannot take yet stays available in the broker for other consumers.
         // Waiting must not block an unsubscribe: the guest may be
         // unsubscribing from inside the handler that would make the room.
         // `biased`: a stop sent before a message arrived is seen first, so
         // nothing published after an unsubscribe returned is taken.
-        let permit = tokio::select! {
+        let room = tokio::select! {
             biased;
             r = &mut *stop => return r.unwrap_or(false),
-            permit = tx.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return false,
-            },
+            room = feeder.room() => room,
         };
-        // Whatever else the queue has room for right now may come along
-        // (without holding that room while waiting: other pumps share it).
-        let room = tx.capacity().min(MAX_PUMP_BATCH);
         let deliveries = tokio::select! {
             biased;
             r = &mut *stop => return r.unwrap_or(false),
-            next = sub.next_batch(1 + room) => match next {
+            next = sub.next_batch(room.min(MAX_PUMP_BATCH)) => match next {
                 Some(Ok(deliveries)) => deliveries,
                 Some(Err(e)) => {
-                    drop(permit);
                     tracing::warn!(guest = %guest, "subscription error, retrying: {e}");
                     tokio::select! {
                         biased;
@@ -121,46 +114,25 @@ async fn feed(
                 None => return false,
             },
         };
-        let mut deliveries = deliveries.into_iter().map(|delivery| Inbound {
+        pending.extend(deliveries.into_iter().map(|delivery| Inbound {
             delivery,
             source: source.clone(),
-        });
-        if let Some(first) = deliveries.next() {
-            load.queue();
-            permit.send(first);
-        }
+        }));
         // Another pump may have taken the room meanwhile: wait for it, but
         // not past a stop, and hand back whatever could not be queued.
-        let mut stopped = None;
-        for inbound in deliveries.by_ref() {
-            let permit = match tx.try_reserve() {
-                Ok(permit) => Some(permit),
-                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
-                    biased;
-                    r = &mut *stop => {
-                        stopped = Some(r.unwrap_or(false));
-                        None
-                    }
-                    permit = tx.reserve() => permit.ok(),
-                },
-                Err(mpsc::error::TrySendError::Closed(())) => None,
-            };
-            match permit {
-                Some(permit) => {
-                    load.queue();
-                    permit.send(inbound);
-                }
-                None => {
-                    release(guest, std::iter::once(inbound).chain(deliveries.by_ref())).await;
-                    break;
-                }
+        loop {
+            feeder.put(&mut pending);
+            if pending.is_empty() {
+                break;
             }
-        }
-        if let Some(shutdown) = stopped {
-            return shutdown;
-        }
-        if tx.is_closed() {
-            return false;
+            tokio::select! {
+                biased;
+                r = &mut *stop => {
+                    release(guest, pending.drain(..)).await;
+                    return r.unwrap_or(false);
+                }
+                _ = feeder.room() => {}
+            }
         }
     }
 }

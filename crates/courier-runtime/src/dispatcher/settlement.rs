@@ -10,8 +10,7 @@ use std::time::Duration;
 use courier_broker::message::{
     ATTEMPT_KEY, ATTEMPTS_KEY, DELIVERY_ID_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY,
 };
-use courier_broker::{BrokerError, Delivery, ErrorKind};
-use futures::FutureExt;
+use courier_broker::{BrokerError, Delivery, ErrorKind, ack_all};
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -79,44 +78,29 @@ impl GuestRuntime {
         Some(held)
     }
 
-    /// Accepts deliveries whose handler returned `ok`, counting those the
-    /// broker took. Acks that finish at once (the embedded broker's) are
-    /// taken as they come; only the others are awaited together.
+    /// Accepts deliveries whose handler returned `ok`, in one step where
+    /// the broker allows it ([`ack_all`]), counting those the broker took.
     pub(super) async fn accept_all(&self, held: Vec<InFlight>) {
+        let (ackers, messages): (Vec<_>, Vec<_>) =
+            held.into_iter().map(|f| (f.acker, f.message)).unzip();
+        let Ok(results) = tokio::time::timeout(SETTLE_DEADLINE, ack_all(ackers)).await else {
+            tracing::warn!(guest = %self.name, "acks took longer than {SETTLE_DEADLINE:?}: the broker redelivers what it did not take after its ack deadline");
+            return;
+        };
         let mut n = 0;
-        let mut pending = Vec::new();
-        for f in held {
-            let mut ack = Box::pin(self.accept(f));
-            match (&mut ack).now_or_never() {
-                Some(ok) => n += usize::from(ok),
-                None => pending.push(async {
-                    tokio::time::timeout(SETTLE_DEADLINE, ack)
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::warn!(guest = %self.name, "an ack took longer than {SETTLE_DEADLINE:?}: the broker will redeliver after its ack deadline");
-                            false
-                        })
-                }),
+        for (result, message) in results.into_iter().zip(&messages) {
+            match result {
+                Ok(()) => n += 1,
+                // The broker's own words say what becomes of it.
+                Err(e) if e.kind() == ErrorKind::Settled => {
+                    tracing::warn!(guest = %self.name, topic = %message.topic, "not acknowledged: {e}");
+                }
+                Err(e) => {
+                    tracing::warn!(guest = %self.name, topic = %message.topic, "ack failed, the broker will redeliver after its ack deadline: {e}");
+                }
             }
         }
-        n += join_all(pending).await.into_iter().filter(|ok| *ok).count();
-        self.stats.add(Stat::Accepted, n as u64);
-    }
-
-    /// Acks; whether the broker took the ack (counting is the caller's).
-    async fn accept(&self, held: InFlight) -> bool {
-        match held.acker.ack().await {
-            Ok(()) => true,
-            // The broker's own words say what becomes of it.
-            Err(e) if e.kind() == ErrorKind::Settled => {
-                tracing::warn!(guest = %self.name, topic = %held.message.topic, "not acknowledged: {e}");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(guest = %self.name, topic = %held.message.topic, "ack failed, the broker will redeliver after its ack deadline: {e}");
-                false
-            }
-        }
+        self.stats.add(Stat::Accepted, n);
     }
 
     /// Charges each of `held` with `failure` (see [`GuestRuntime::reject`]).

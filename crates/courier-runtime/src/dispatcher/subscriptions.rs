@@ -225,7 +225,12 @@ impl GuestRuntime {
             prefetch: 2 * self.config.batch_size * self.config.concurrency,
             options: settings.options.clone(),
         };
-        let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(feeder) = self
+            .feeder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
             return Err(MessagingError::Other(format!(
                 "guest `{}` is stopping",
                 self.name
@@ -238,8 +243,7 @@ impl GuestRuntime {
         let task = tokio::spawn(pump(
             sub,
             source,
-            tx,
-            self.load.clone(),
+            feeder,
             Control {
                 stop: stopped,
                 began_closing: began,

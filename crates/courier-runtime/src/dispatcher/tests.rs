@@ -62,7 +62,7 @@ fn the_guest_never_sees_the_sent_at_stamp() {
     m.set_meta("trace", "t-1");
     telemetry::stamp(&mut m);
     let messages = [Arc::new(m)];
-    let (ids, attempts) = (["d-1".to_string()], [Cow::Borrowed("1")]);
+    let (ids, attempts) = (["d-1"], [Cow::Borrowed("1")]);
     let (metadata, ranges) = guest_metadata(&messages, &ids, &attempts);
     assert_eq!(ranges, vec![0..3]);
     let keys: Vec<&str> = metadata.iter().map(|(k, _)| *k).collect();

@@ -25,65 +25,49 @@ impl GuestRuntime {
     /// One worker: batches until shutdown, each on the worker's instance.
     pub(super) async fn worker(self: Arc<Self>) {
         let mut instance: Option<Instance> = self.first_instance().take();
-        let mut carry = None;
-        while let Some(batch) = self.next_batch(&mut carry).await {
+        while let Some(batch) = self.next_batch().await {
             self.handle(&mut instance, batch).await;
             self.load.end();
         }
     }
 
-    /// Waits for a batch; `None` at shutdown. Counts the worker busy on return.
+    /// Waits for a batch; `None` at shutdown. Counts the worker busy on
+    /// return.
     ///
     /// At shutdown no new batch is started (what is queued is handed back
     /// by `stop`), and a batch being filled stops lingering and goes as it is.
     ///
     /// A redelivered message travels alone, so that one poison message cannot
-    /// take the rest of its first batch down with it again; `carry` keeps a
-    /// redelivery met while filling a batch for the next one.
-    async fn next_batch(&self, carry: &mut Option<Inbound>) -> Option<Vec<Inbound>> {
+    /// take the rest of its first batch down with it again: a batch ends
+    /// before one, which starts the next batch.
+    async fn next_batch(&self) -> Option<Vec<Inbound>> {
         let isolated = |d: &Inbound| d.delivery.attempt > 1;
-        // Busy before no longer queued, so that `idle` never sees neither.
-        let taken = |n: usize| self.load.take(n);
-        if let Some(first) = carry.take() {
-            self.load.begin();
-            taken(1);
-            return Some(vec![first]);
-        }
+        let max = self.config.batch_size;
         let mut shutdown = self.shutdown.subscribe();
-        let mut rx = self.rx.lock().await;
-        let first = tokio::select! {
+        let mut batch = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => return None,
-            d = rx.recv() => d?,
+            batch = self.queue.take(max, isolated) => batch?,
         };
-        self.load.begin();
-        taken(1);
-        if isolated(&first) {
-            return Some(vec![first]);
+        if isolated(&batch[0]) {
+            return Some(batch);
         }
-        let mut batch = Vec::with_capacity(self.config.batch_size);
-        batch.push(first);
         let linger = Instant::now() + self.config.batch_linger;
-        while batch.len() < self.config.batch_size {
-            let next = match rx.try_recv() {
-                Ok(d) => d,
-                Err(_) if self.config.batch_linger.is_zero() => break,
-                Err(_) => tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|s| *s) => break,
-                    d = rx.recv() => match d {
-                        Some(d) => d,
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(linger) => break,
-                },
-            };
-            if isolated(&next) {
-                *carry = Some(next);
-                break;
+        while batch.len() < max {
+            let arrival = self.queue.arrival();
+            let room = max - batch.len();
+            match self.queue.take_more(&mut batch, room, isolated) {
+                Err(()) => break,
+                Ok(n) if n > 0 => continue,
+                Ok(_) if self.config.batch_linger.is_zero() => break,
+                Ok(_) => {}
             }
-            taken(1);
-            batch.push(next);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = arrival => {}
+                _ = tokio::time::sleep_until(linger) => break,
+            }
         }
         Some(batch)
     }
@@ -137,7 +121,8 @@ impl GuestRuntime {
         }
         let first = self.tracker.reserve(held.len());
         let numbers: Vec<u64> = (first..).take(held.len()).collect();
-        let ids: Vec<String> = numbers.iter().map(|n| self.tracker.id(*n)).collect();
+        let ids_text = self.tracker.ids(&numbers);
+        let ids: Vec<&str> = ids_text.iter().collect();
         // The messages stay shared with the tracker during the call (the
         // guest may settle them meanwhile): they are lowered from there.
         let messages: Vec<Arc<Message>> = held.iter().map(|f| f.message.clone()).collect();
@@ -223,7 +208,7 @@ impl GuestRuntime {
 /// message's range in it.
 pub(super) fn guest_metadata<'a>(
     messages: &'a [Arc<Message>],
-    ids: &'a [String],
+    ids: &[&'a str],
     attempts: &'a [Cow<'static, str>],
 ) -> (Vec<(&'a str, &'a str)>, Vec<Range<usize>>) {
     let pairs = messages.iter().map(|m| m.metadata.len() + 2).sum();
@@ -237,7 +222,7 @@ pub(super) fn guest_metadata<'a>(
                 .filter(|(k, _)| k != SENT_AT_KEY)
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        metadata.push((DELIVERY_ID_KEY, id.as_str()));
+        metadata.push((DELIVERY_ID_KEY, *id));
         metadata.push((ATTEMPT_KEY, attempt.as_ref()));
         ranges.push(start..metadata.len());
     }
