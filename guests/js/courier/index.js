@@ -35,7 +35,7 @@ import { getEnvironment } from "wasi:cli/environment@0.2.3";
 
 /** Metadata key of the host-issued delivery id. */
 export const DELIVERY_ID = "courier-delivery-id";
-/** Metadata key of the delivery attempt (1 for the first delivery). */
+/** Metadata key of the delivery attempt, on a redelivery only (none: the first delivery). */
 export const ATTEMPT = "courier-attempt";
 
 /** An error of the messaging interface; `payload` is its WIT variant. */

@@ -51,7 +51,8 @@ __all__ = [
 
 #: Metadata key of the host-issued delivery id.
 DELIVERY_ID = "courier-delivery-id"
-#: Metadata key of the delivery attempt (1 for the first delivery).
+#: Metadata key of the delivery attempt, on a redelivery only (none: the
+#: first delivery).
 ATTEMPT = "courier-attempt"
 
 

@@ -39,7 +39,8 @@ pub use bindings::wasi::messaging::{consumer, producer};
 
 /// Metadata key of the host-issued delivery id.
 pub const DELIVERY_ID: &str = "courier-delivery-id";
-/// Metadata key of the delivery attempt (1 for the first delivery).
+/// Metadata key of the delivery attempt, on a redelivery only (none: the
+/// first delivery).
 pub const ATTEMPT: &str = "courier-attempt";
 
 /// A message on `topic` with `data` and nothing else.

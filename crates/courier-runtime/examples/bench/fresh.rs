@@ -247,7 +247,7 @@ impl FreshHost {
             for d in take_batch(sub, 100).await? {
                 let mut instance = self.instantiate(runtime).await?;
                 // The same message Courier lowers: its own metadata, then a
-                // delivery id and the attempt.
+                // delivery id and, on a redelivery, the attempt.
                 let number = done as u64 + 1;
                 let id = format!("fresh-{number}");
                 let attempt = d.attempt.to_string();
@@ -258,7 +258,9 @@ impl FreshHost {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 metadata.push((DELIVERY_ID_KEY, &id));
-                metadata.push((ATTEMPT_KEY, &attempt));
+                if d.attempt > 1 {
+                    metadata.push((ATTEMPT_KEY, &attempt));
+                }
                 let message = MessageRef {
                     topic: &m.topic,
                     content_type: m.content_type.as_deref(),

@@ -62,14 +62,26 @@ fn the_guest_never_sees_the_sent_at_stamp() {
     m.set_meta("trace", "t-1");
     telemetry::stamp(&mut m);
     let messages = [Arc::new(m)];
-    let (ids, attempts) = (["d-1"], [Cow::Borrowed("1")]);
+    let (ids, attempts) = (["d-1"], [None]);
     let (metadata, ranges) = guest_metadata(&messages, &ids, &attempts);
-    assert_eq!(ranges, vec![0..3]);
+    assert_eq!(ranges, vec![0..2]);
     let keys: Vec<&str> = metadata.iter().map(|(k, _)| *k).collect();
-    assert_eq!(keys, ["trace", "courier-delivery-id", "courier-attempt"]);
+    assert_eq!(keys, ["trace", "courier-delivery-id"]);
+    assert!(!keys.contains(&SENT_AT_KEY));
+}
+
+#[test]
+fn only_a_redelivery_carries_its_attempt() {
+    let messages = [
+        Arc::new(Message::new("in", "x")),
+        Arc::new(Message::new("in", "y")),
+    ];
+    let (ids, attempts) = (["d-1", "d-2"], [None, Some(Cow::Borrowed("2"))]);
+    let (metadata, ranges) = guest_metadata(&messages, &ids, &attempts);
+    assert_eq!(ranges, vec![0..1, 1..3]);
+    assert_eq!(metadata[0], ("courier-delivery-id", "d-1"));
     assert_eq!(
         metadata[1..],
-        [("courier-delivery-id", "d-1"), ("courier-attempt", "1")]
+        [("courier-delivery-id", "d-2"), ("courier-attempt", "2")]
     );
-    assert!(!keys.contains(&SENT_AT_KEY));
 }

@@ -126,7 +126,7 @@ impl GuestRuntime {
         // The messages stay shared with the tracker during the call (the
         // guest may settle them meanwhile): they are lowered from there.
         let messages: Vec<Arc<Message>> = held.iter().map(|f| f.message.clone()).collect();
-        let attempts: Vec<Cow<'static, str>> =
+        let attempts: Vec<Option<Cow<'static, str>>> =
             held.iter().map(|f| attempt_text(f.attempt)).collect();
         self.tracker
             .insert_all(numbers.iter().copied().zip(held).map(|(n, mut f)| {
@@ -204,12 +204,13 @@ impl GuestRuntime {
 /// The metadata the guest sees with each message of a batch, borrowed from
 /// the held messages: their own metadata without the `courier-sent-at` stamp
 /// (a guest sees the same message whether latency is measured or not), then
-/// Courier's delivery id and attempt. One list for the batch, and each
-/// message's range in it.
+/// Courier's delivery id and, on a redelivery, its attempt (no attempt key
+/// means the first: two strings fewer to copy into the guest for nearly
+/// every message). One list for the batch, and each message's range in it.
 pub(super) fn guest_metadata<'a>(
     messages: &'a [Arc<Message>],
     ids: &[&'a str],
-    attempts: &'a [Cow<'static, str>],
+    attempts: &'a [Option<Cow<'static, str>>],
 ) -> (Vec<(&'a str, &'a str)>, Vec<Range<usize>>) {
     let pairs = messages.iter().map(|m| m.metadata.len() + 2).sum();
     let mut metadata = Vec::with_capacity(pairs);
@@ -223,7 +224,9 @@ pub(super) fn guest_metadata<'a>(
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         metadata.push((DELIVERY_ID_KEY, *id));
-        metadata.push((ATTEMPT_KEY, attempt.as_ref()));
+        if let Some(attempt) = attempt {
+            metadata.push((ATTEMPT_KEY, attempt.as_ref()));
+        }
         ranges.push(start..metadata.len());
     }
     (metadata, ranges)
@@ -249,12 +252,17 @@ fn guest_messages<'a>(
         .collect()
 }
 
-/// An attempt number as the guest reads it: the first ones without an
-/// allocation.
-fn attempt_text(attempt: u32) -> Cow<'static, str> {
+/// An attempt number as the guest reads it, for a redelivery: the first
+/// attempt has none, and the next ones are static strings.
+fn attempt_text(attempt: u32) -> Option<Cow<'static, str>> {
     const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match usize::try_from(attempt).ok().and_then(|a| SMALL.get(a)) {
-        Some(text) => Cow::Borrowed(text),
-        None => Cow::Owned(attempt.to_string()),
+    if attempt == 1 {
+        return None;
     }
+    Some(
+        match usize::try_from(attempt).ok().and_then(|a| SMALL.get(a)) {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(attempt.to_string()),
+        },
+    )
 }
