@@ -1,8 +1,9 @@
 //! The host as a whole: one engine, one client pool, and the guests of a
 //! configuration.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,12 +113,23 @@ impl Runtime {
         let clients = Arc::new(ClientPool::with_embedded(config.clients.clone(), embedded));
         let activity = Activity::new();
         let mut guests = Vec::new();
+        // Guests of one component file share its compiled code and linking:
+        // it is loaded once, however many guests run it.
+        let mut loaded: HashMap<PathBuf, MessagingPre<GuestState>> = HashMap::new();
         for (name, guest) in config.guests {
             let path = guest.component.clone().with_context(|| {
                 format!("invalid config: `guests.{name}.component`: no component given")
             })?;
-            let component = load_component(&engine, &path)?;
-            let pre = link(&linker, &component, &path)?;
+            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let pre = match loaded.get(&key) {
+                Some(pre) => pre.clone(),
+                None => {
+                    let component = load_component(&engine, &path)?;
+                    let pre = link(&linker, &component, &path)?;
+                    loaded.insert(key, pre.clone());
+                    pre
+                }
+            };
             let policy = GuestPolicy {
                 name: name.clone(),
                 default_client: guest.client.clone(),
