@@ -1,5 +1,6 @@
 //! One host, many guests: for 1, 10, 100 and 1,000 `noop` guests, each on
-//! its own channel, the start time, the resident memory and the aggregate
+//! its own channel, the start time (with compiled code from the cache, and
+//! cold, without the cache), the resident memory and the aggregate
 //! throughput, beside as many native subscriptions on the same broker.
 //!
 //! Each guest count runs in a child process (this binary again, with
@@ -12,20 +13,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use courier_broker::{Backend, ErrorKind, Message, Pattern, SubscriptionSpec};
 use courier_runtime::{Config, Runtime};
-use plotters::prelude::*;
+use plotters::prelude::{BLUE, MAGENTA, RED};
 
 use crate::args::Args;
+use crate::chart::{self, Panel, Series};
 use crate::harness::{median, ns, payload, rss_bytes, take_batch};
 use crate::throughput::ROUNDS;
 
-pub(crate) const GUESTS_HEAD: &str = "| guests | start s | RSS MiB | RSS per guest KiB | added per guest KiB | guest msg/s | native msg/s | ratio |\n|---|---|---|---|---|---|---|---|";
+pub(crate) const GUESTS_HEAD: &str = "| guests | start s | cold start s | RSS MiB | RSS per guest KiB | added per guest KiB | guest msg/s | native msg/s | ratio |\n|---|---|---|---|---|---|---|---|---|";
 
 const BATCH: usize = 100;
 
 /// One guest count's figures.
 struct Row {
     guests: usize,
+    /// From configuration to running, compiled code from the cache.
     start_s: f64,
+    /// The same without the compilation cache.
+    cold_s: f64,
     rss: u64,
     guest: f64,
     native: f64,
@@ -43,10 +48,14 @@ impl Row {
     }
 }
 
-/// `guests i` on `{ns}.g{i}`: the `noop` component, a small memory limit.
-fn config(guests: usize, ns: &str) -> anyhow::Result<Config> {
-    let mut toml =
-        String::from("[host]\nsummary-secs = 0\n[clients.default]\nbackend = \"embedded\"\n");
+/// `guests i` on `{ns}.g{i}`: the `noop` component, a small memory limit;
+/// `cold`: without the compilation cache (the component is compiled at
+/// start, as on a first run).
+fn config(guests: usize, ns: &str, cold: bool) -> anyhow::Result<Config> {
+    let mut toml = format!(
+        "[host]\nsummary-secs = 0\ncompile-cache = {}\n[clients.default]\nbackend = \"embedded\"\n",
+        !cold
+    );
     for i in 0..guests {
         toml.push_str(&format!(
             "[guests.g{i}]\ncomponent = \"{component}\"\nsubscribe = [\"{ns}.g{i}\"]\n\
@@ -156,10 +165,21 @@ async fn native_rate(runtime: &Runtime, g: usize, n: usize) -> anyhow::Result<f6
     Ok(rate)
 }
 
+/// The start time of `g` guests without the compilation cache.
+async fn cold_start(g: usize) -> anyhow::Result<f64> {
+    let config = config(g, &ns(), true)?;
+    let t0 = Instant::now();
+    let runtime = Runtime::new(config)?;
+    runtime.start().await?;
+    let secs = t0.elapsed().as_secs_f64();
+    runtime.stop().await;
+    Ok(secs)
+}
+
 /// One guest count, in this process.
 async fn measure(g: usize, n: usize) -> anyhow::Result<Row> {
     let ns = ns();
-    let config = config(g, &ns)?;
+    let config = config(g, &ns, false)?;
     let rss_before = rss_bytes();
     let t0 = Instant::now();
     let runtime = Runtime::new(config)?;
@@ -178,6 +198,7 @@ async fn measure(g: usize, n: usize) -> anyhow::Result<Row> {
     Ok(Row {
         guests: g,
         start_s,
+        cold_s: f64::NAN,
         rss,
         guest: median(gs),
         native: median(nats),
@@ -191,6 +212,10 @@ pub(crate) async fn guests(args: &Args) -> anyhow::Result<()> {
     let only = args.str("only", "");
     if !only.is_empty() {
         let g: usize = only.parse().context("only=")?;
+        if args.str("cold", "no") == "yes" {
+            println!("ROW {}", cold_start(g).await?);
+            return Ok(());
+        }
         let r = measure(g, n).await?;
         println!(
             "ROW {} {} {} {} {}",
@@ -199,31 +224,17 @@ pub(crate) async fn guests(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let max: usize = args.get("max", 1000)?;
-    let exe = std::env::current_exe()?;
+    // The compilation cache holds the component before the first warm start.
+    drop(Runtime::new(config(1, &ns(), false)?)?);
     println!("{GUESTS_HEAD}");
     let mut rows = Vec::new();
     for g in [1, 10, 100, 1000].into_iter().filter(|g| *g <= max) {
-        let exe = exe.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(exe)
-                .args(["guests", &format!("only={g}"), &format!("messages={n}")])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-        })
-        .await??;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find_map(|l| l.strip_prefix("ROW "));
-        let (true, Some(line)) = (out.status.success(), line) else {
-            bail!("{g} guests: failed ({}): {text}", out.status);
-        };
-        let f: Vec<f64> = line
-            .split(' ')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .context("child's row")?;
+        let f = child(&[format!("only={g}"), format!("messages={n}")]).await?;
+        let cold = child(&[format!("only={g}"), "cold=yes".into()]).await?;
         let r = Row {
             guests: g,
             start_s: f[1],
+            cold_s: cold[0],
             rss: f[2] as u64,
             guest: f[3],
             native: f[4],
@@ -232,9 +243,10 @@ pub(crate) async fn guests(args: &Args) -> anyhow::Result<()> {
             .added_kib(rows.first())
             .map_or("–".to_string(), |k| format!("{k:.0}"));
         println!(
-            "| {} | {:.2} | {:.1} | {:.0} | {added} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {:.2} | {:.2} | {:.1} | {:.0} | {added} | {:.0} | {:.0} | {:.2} |",
             r.guests,
             r.start_s,
+            r.cold_s,
             r.rss as f64 / (1 << 20) as f64,
             r.per_guest_kib(),
             r.guest,
@@ -250,99 +262,90 @@ pub(crate) async fn guests(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs this benchmark again as `guests ARGS…` in a child process and
+/// returns the figures of the line it prints as `ROW …`.
+async fn child(args: &[String]) -> anyhow::Result<Vec<f64>> {
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("guests")
+        .args(args)
+        .stderr(std::process::Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || command.output()).await??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("ROW "));
+    let (true, Some(line)) = (out.status.success(), line) else {
+        bail!("guests {}: failed ({}): {text}", args.join(" "), out.status);
+    };
+    line.split(' ')
+        .map(|f| f.parse::<f64>().context("a child's row"))
+        .collect()
+}
+
 /// Two panels, guests on a log scale: memory per guest, and throughput
 /// (guests and native subscriptions).
 fn chart(rows: &[Row], path: &str) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(550);
-    let max_g = rows.iter().map(|r| r.guests).max().unwrap_or(1) as f64;
-    let xs = || (0.7..max_g * 1.5).log_scale();
-    let green = RGBColor(0, 140, 0);
-
-    let kib: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| (r.guests as f64, r.per_guest_kib()))
-        .collect();
-    let top = kib.iter().map(|p| p.1).fold(0.0, f64::max) * 1.2;
-    let mut c = ChartBuilder::on(&left)
-        .caption(
-            "Resident memory per guest (noop, after start)",
-            ("sans-serif", 20),
-        )
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(xs(), 0.0..top.max(1.0))?;
-    c.configure_mesh()
-        .x_desc("guests in one host (log scale)")
-        .y_desc("KiB per guest")
-        .x_label_formatter(&|x| format!("{}", x.round()))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
-    let added: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| Some((r.guests as f64, r.added_kib(rows.first())?)))
-        .collect();
-    draw_line(&mut c, kib, BLUE, "host's resident memory / guests")?;
-    draw_line(
-        &mut c,
-        added,
-        MAGENTA,
-        "added by each guest beyond the first",
-    )?;
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-
-    let g: Vec<(f64, f64)> = rows.iter().map(|r| (r.guests as f64, r.guest)).collect();
-    let nat: Vec<(f64, f64)> = rows.iter().map(|r| (r.guests as f64, r.native)).collect();
-    let top = g.iter().chain(&nat).map(|p| p.1).fold(0.0, f64::max) * 1.2;
-    let mut c = ChartBuilder::on(&right)
-        .caption("Aggregate throughput", ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(xs(), 0.0..top.max(1.0))?;
-    c.configure_mesh()
-        .x_desc("guests / native subscriptions (log scale)")
-        .y_desc("thousand messages per second")
-        .x_label_formatter(&|x| format!("{}", x.round()))
-        .y_label_formatter(&|y| format!("{:.0}", y / 1000.0))
-        .draw()?;
-    draw_line(&mut c, g, RED, "guests (noop, batch 100)")?;
-    draw_line(&mut c, nat, green, "native subscriptions, acking")?;
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
-type LinearY = plotters::coord::types::RangedCoordf64;
-
-fn draw_line<DB: DrawingBackend>(
-    c: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::combinators::LogCoord<f64>, LinearY>>,
-    points: Vec<(f64, f64)>,
-    color: RGBColor,
-    label: &str,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    c.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .label(label)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    c.draw_series(
-        points
-            .into_iter()
-            .map(|p| Circle::new(p, 3, color.filled())),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+    let at = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r.guests as f64, f(r)?)))
+            .collect()
+    };
+    let memory = Panel {
+        caption: "Resident memory per guest (noop, after start)".into(),
+        x_desc: "guests in one host (log scale)",
+        y_desc: "KiB per guest",
+        x_label: chart::whole,
+        y_label: |y| format!("{y:.0}"),
+        series: vec![
+            Series {
+                label: "host's resident memory / guests",
+                color: BLUE,
+                points: at(&|r| Some(r.per_guest_kib())),
+            },
+            Series {
+                label: "added by each guest beyond the first",
+                color: MAGENTA,
+                points: at(&|r| r.added_kib(rows.first())),
+            },
+        ],
+    };
+    let throughput = Panel {
+        caption: "Aggregate throughput".into(),
+        x_desc: "guests / native subscriptions (log scale)",
+        y_desc: "thousand messages per second",
+        x_label: chart::whole,
+        y_label: chart::thousands,
+        series: vec![
+            Series {
+                label: "guests (noop, batch 100)",
+                color: RED,
+                points: at(&|r| Some(r.guest)),
+            },
+            Series {
+                label: "native subscriptions, acking",
+                color: chart::GREEN,
+                points: at(&|r| Some(r.native)),
+            },
+        ],
+    };
+    let start = Panel {
+        caption: "Start time (noop guests)".into(),
+        x_desc: "guests in one host (log scale)",
+        y_desc: "seconds from configuration to running",
+        x_label: chart::whole,
+        y_label: |y| format!("{y:.1}"),
+        series: vec![
+            Series {
+                label: "compiled code from the cache",
+                color: BLUE,
+                points: at(&|r| Some(r.start_s)),
+            },
+            Series {
+                label: "cold: compiled at start",
+                color: RED,
+                points: at(&|r| Some(r.cold_s)),
+            },
+        ],
+    };
+    chart::draw(path, &[memory, start, throughput])
 }

@@ -9,10 +9,10 @@
 //! $B throughput backend=jetstream guest=transform messages=20000
 //! $B latency backend=embedded rate=5000 seconds=5
 //! $B instantiate count=200
-//! $B scaling backend=embedded messages=100000
+//! $B scaling backend=embedded messages=100000 chart=docs/perf   # with SVG charts
 //! $B durable messages=20000   # what each sync policy of --data-dir costs
 //! $B fresh guest=uppercase messages=20000   # reused instances against one per message
-//! $B guests max=1000 chart=docs/perf/guests.svg   # 1 to 1,000 guests in one host
+//! $B guests max=1000 chart=docs/perf/guests.svg   # 1 to 1,000 guests in one host, warm and cold
 //! $B all                     # everything above, as Markdown tables
 //! ```
 //!
@@ -41,6 +41,7 @@ use scaling::scaling;
 use throughput::{THROUGHPUT_HEAD, throughput};
 
 mod args;
+mod chart;
 mod durable;
 mod fresh;
 mod guests;
