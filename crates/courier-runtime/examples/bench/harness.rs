@@ -40,10 +40,30 @@ pub(crate) fn ns() -> String {
 
 /// A runtime running the guest of `setup` on `{ns}.in`, sending to `{ns}.out`.
 pub(crate) async fn start(setup: &Setup, ns: &str) -> anyhow::Result<Runtime> {
+    if setup.backend == "jetstream" {
+        drop_stream().await?;
+    }
     let runtime = Runtime::new(config(setup, ns)?)?;
     runtime.start().await?;
     Ok(runtime)
 }
+
+/// Deletes the benchmark's in-memory stream, which keeps every message
+/// published to it: left from run to run, it grows the server by gigabytes.
+/// The host makes it again at start.
+async fn drop_stream() -> anyhow::Result<()> {
+    let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    let js = async_nats::jetstream::new(client);
+    if js.get_stream(BENCH_STREAM).await.is_ok() {
+        js.delete_stream(BENCH_STREAM)
+            .await
+            .map_err(|e| anyhow::anyhow!("deleting the stream {BENCH_STREAM}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The stream of the `jetstream` backend (see [`client_toml`]).
+const BENCH_STREAM: &str = "COURIER_BENCH";
 
 /// The configuration [`start`] runs: one guest, `g`.
 pub(crate) fn config(setup: &Setup, ns: &str) -> anyhow::Result<Config> {
