@@ -20,7 +20,7 @@ use crate::chart::{self, Panel, Series};
 use crate::harness::{median, ns, payload, rss_bytes, take_batch};
 use crate::throughput::ROUNDS;
 
-pub(crate) const GUESTS_HEAD: &str = "| guests | start s | cold start s | RSS MiB | RSS per guest KiB | added per guest KiB | guest msg/s | native msg/s | ratio |\n|---|---|---|---|---|---|---|---|---|";
+pub(crate) const GUESTS_HEAD: &str = "| guests | start ms | cold start ms | RSS MiB | RSS per guest KiB | added per guest KiB | guest msg/s | native msg/s | ratio |\n|---|---|---|---|---|---|---|---|---|";
 
 const BATCH: usize = 100;
 
@@ -243,10 +243,10 @@ pub(crate) async fn guests(args: &Args) -> anyhow::Result<()> {
             .added_kib(rows.first())
             .map_or("–".to_string(), |k| format!("{k:.0}"));
         println!(
-            "| {} | {:.2} | {:.2} | {:.1} | {:.0} | {added} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {added} | {:.0} | {:.0} | {:.2} |",
             r.guests,
-            r.start_s,
-            r.cold_s,
+            r.start_s * 1e3,
+            r.cold_s * 1e3,
             r.rss as f64 / (1 << 20) as f64,
             r.per_guest_kib(),
             r.guest,
@@ -331,19 +331,19 @@ fn chart(rows: &[Row], path: &str) -> anyhow::Result<()> {
     let start = Panel {
         caption: "Start time (noop guests)".into(),
         x_desc: "guests in one host (log scale)",
-        y_desc: "seconds from configuration to running",
+        y_desc: "milliseconds from configuration to running",
         x_label: chart::whole,
-        y_label: |y| format!("{y:.1}"),
+        y_label: |y| format!("{y:.0}"),
         series: vec![
             Series {
                 label: "compiled code from the cache",
                 color: BLUE,
-                points: at(&|r| Some(r.start_s)),
+                points: at(&|r| Some(r.start_s * 1e3)),
             },
             Series {
                 label: "cold: compiled at start",
                 color: RED,
-                points: at(&|r| Some(r.cold_s)),
+                points: at(&|r| Some(r.cold_s * 1e3)),
             },
         ],
     };
