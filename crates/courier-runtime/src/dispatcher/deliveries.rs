@@ -216,6 +216,7 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatcher::tests::{NoAck, source};
 
     #[test]
     fn ids_round_trip_and_foreign_ids_do_not_parse() {
@@ -236,29 +237,12 @@ mod tests {
         assert_eq!(t.number(&format!("{}-x", t.prefix)), None);
     }
 
-    struct NoAck;
-
-    #[async_trait::async_trait]
-    impl Acker for NoAck {
-        async fn ack(self: Box<Self>) -> Result<(), courier_broker::BrokerError> {
-            Ok(())
-        }
-        async fn nack(
-            self: Box<Self>,
-            _: std::time::Duration,
-        ) -> Result<(), courier_broker::BrokerError> {
-            Ok(())
-        }
-    }
-
     fn held(m: Message) -> InFlight {
         InFlight {
             acker: Box::new(NoAck),
             message: Arc::new(m),
             attempt: 1,
-            source: Arc::new(Source {
-                backend: Arc::new(courier_embedded::EmbeddedBroker::new()),
-            }),
+            source: source(),
             waiting_since: None,
         }
     }

@@ -228,23 +228,11 @@ impl Drop for Feeder {
 mod tests {
     use std::time::Duration;
 
-    use courier_broker::{Acker, BrokerError, Delivery, Message};
+    use courier_broker::{Delivery, Message};
 
     use super::*;
-    use crate::deliveries::Source;
     use crate::dispatcher::load::Activity;
-
-    struct NoAck;
-
-    #[async_trait::async_trait]
-    impl Acker for NoAck {
-        async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-            Ok(())
-        }
-        async fn nack(self: Box<Self>, _: Duration) -> Result<(), BrokerError> {
-            Ok(())
-        }
-    }
+    use crate::dispatcher::tests::{NoAck, source};
 
     fn inbound(topic: &str, attempt: u32) -> Inbound {
         Inbound {
@@ -253,9 +241,7 @@ mod tests {
                 attempt,
                 acker: Box::new(NoAck),
             },
-            source: Arc::new(Source {
-                backend: Arc::new(courier_embedded::EmbeddedBroker::new()),
-            }),
+            source: source(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! A running guest's status as readiness reports it, and what a guest is
-//! handed of a stamped message.
+//! handed of a stamped message; and what the dispatcher's unit tests share.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,10 +8,34 @@ use std::time::Duration;
 use courier_broker::{Message, Pattern};
 use courier_test_support::wait_until_async;
 
+use courier_broker::{Acker, BrokerError};
+
 use super::worker::guest_metadata;
+use crate::deliveries::Source;
 use crate::readiness::GuestStatus;
 use crate::telemetry::{self, SENT_AT_KEY};
 use crate::{Config, GuestConfig, Runtime};
+
+/// An acker that settles nothing, for deliveries whose settlement a test
+/// does not look at.
+pub(super) struct NoAck;
+
+#[async_trait::async_trait]
+impl Acker for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    async fn nack(self: Box<Self>, _: Duration) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// A delivery source on an embedded broker of its own.
+pub(super) fn source() -> Arc<Source> {
+    Arc::new(Source {
+        backend: Arc::new(courier_embedded::EmbeddedBroker::new()),
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_makes_the_guest_not_ready_and_not_alive() {
