@@ -96,8 +96,7 @@ pub struct GuestRuntime {
     feeder: std::sync::Mutex<Option<Feeder>>,
     /// The guest's queue, for its workers.
     queue: Arc<GuestQueue>,
-    /// Deliveries in the queue (or carried by a worker), not yet in a
-    /// batch, and workers busy.
+    /// Deliveries in the queue, not yet in a batch, and workers busy.
     load: Arc<Load>,
     stats: Stats,
     shutdown: watch::Sender<bool>,
