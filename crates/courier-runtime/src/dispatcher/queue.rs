@@ -66,15 +66,23 @@ impl GuestQueue {
         max: usize,
         isolated: impl Fn(&Inbound) -> bool,
     ) -> Option<Vec<Inbound>> {
+        self.when_filled(|state| {
+            self.load.begin();
+            self.pop(state, max.max(1), true, &isolated)
+        })
+        .await
+    }
+
+    /// Waits until the queue holds deliveries and runs `take` on it under
+    /// the lock; `None` once the queue has ended (no feeder, nothing left).
+    async fn when_filled<T>(&self, take: impl Fn(&mut State) -> T) -> Option<T> {
         loop {
             let mut arrived = pin!(self.arrived.notified());
             arrived.as_mut().enable();
             {
                 let mut state = self.lock();
                 if !state.items.is_empty() {
-                    self.load.begin();
-                    let batch = self.pop(&mut state, max.max(1), true, &isolated);
-                    return Some(batch);
+                    return Some(take(&mut state));
                 }
                 if state.feeders == 0 {
                     return None;
@@ -150,20 +158,8 @@ impl GuestQueue {
     /// Takes everything left, as it arrives, until the queue ends: for the
     /// guest's shutdown, once its workers are gone.
     pub(crate) async fn drain(&self) -> Option<Vec<Inbound>> {
-        loop {
-            let mut arrived = pin!(self.arrived.notified());
-            arrived.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if !state.items.is_empty() {
-                    return Some(state.items.drain(..).collect());
-                }
-                if state.feeders == 0 {
-                    return None;
-                }
-            }
-            arrived.await;
-        }
+        self.when_filled(|state| state.items.drain(..).collect())
+            .await
     }
 }
 
