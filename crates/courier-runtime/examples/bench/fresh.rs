@@ -145,7 +145,7 @@ async fn reused_rate(runtime: &Runtime, setup: &Setup, ns: &str, n: usize) -> an
 }
 
 /// A host that instantiates the guest afresh for every message.
-struct FreshHost {
+pub(crate) struct FreshHost {
     pre: MessagingPre<GuestState>,
     name: Arc<str>,
     config: GuestConfig,
@@ -158,7 +158,7 @@ struct FreshHost {
 impl FreshHost {
     /// The guest of `setup`, linked on `runtime`'s engine, configured for
     /// the channels under `ns`.
-    fn new(runtime: &Runtime, setup: &Setup, ns: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(runtime: &Runtime, setup: &Setup, ns: &str) -> anyhow::Result<Self> {
         let mut cfg = config(setup, ns)?;
         cfg.validate()?;
         let config = cfg.guests.remove("g").context("guest `g`")?;
@@ -191,7 +191,7 @@ impl FreshHost {
     }
 
     /// A new instance, as a worker makes one.
-    async fn instantiate(&self, runtime: &Runtime) -> anyhow::Result<Instance> {
+    pub(crate) async fn instantiate(&self, runtime: &Runtime) -> anyhow::Result<Instance> {
         let scope = Arc::new(CallScope::default());
         let messaging = WasiMessagingCtx {
             policy: self.policy.clone(),

@@ -12,6 +12,7 @@
 //! $B scaling backend=embedded messages=100000 chart=docs/perf   # with SVG charts
 //! $B durable messages=20000   # what each sync policy of --data-dir costs
 //! $B fresh guest=uppercase messages=20000   # reused instances against one per message
+//! $B hop messages=200000 batch=100   # the guest hop alone, beside the native rate
 //! $B guests max=1000 chart=docs/perf/guests.svg   # 1 to 1,000 guests in one host, warm and cold
 //! $B all                     # everything above, as Markdown tables
 //! ```
@@ -35,6 +36,7 @@ use args::args_of;
 use durable::{DURABLE_HEAD, durable};
 use fresh::{FRESH_HEAD, fresh};
 use guests::guests;
+use hop::{HOP_HEAD, hop};
 use instantiate::{INSTANTIATE_HEAD, instantiate};
 use latency::{LATENCY_HEAD, latency};
 use scaling::scaling;
@@ -46,6 +48,7 @@ mod durable;
 mod fresh;
 mod guests;
 mod harness;
+mod hop;
 mod instantiate;
 mod latency;
 mod scaling;
@@ -81,6 +84,10 @@ async fn main() -> anyhow::Result<()> {
             fresh(&args).await
         }
         "guests" => guests(&args).await,
+        "hop" => {
+            println!("{HOP_HEAD}");
+            hop(&args).await
+        }
         "all" => {
             println!("Throughput:\n\n{THROUGHPUT_HEAD}");
             let backends: &[&str] = if nats {
@@ -122,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
             for backend in backends {
                 latency(&args_of(&[&format!("backend={backend}")])).await?;
             }
+            println!("\nThe guest hop alone (noop, embedded):\n\n{HOP_HEAD}");
+            hop(&args_of(&[])).await?;
             println!("\nInstantiation (noop):\n\n{INSTANTIATE_HEAD}");
             instantiate(&args).await?;
             println!("\nDurable embedded broker (16 B messages):\n\n{DURABLE_HEAD}");
@@ -133,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         other => {
             bail!(
                 "unknown benchmark `{other}` \
-                 (throughput, latency, instantiate, scaling, durable, fresh, guests, all)"
+                 (throughput, latency, instantiate, scaling, durable, fresh, guests, hop, all)"
             )
         }
     }
