@@ -8,7 +8,8 @@
 //! to be copied again into the guest's memory. [`MessageRef`] is the same
 //! `message` record made of borrowed parts: it is lowered into the guest from
 //! where the data already is. [`Handler`] calls the export with a batch of
-//! them.
+//! them, lowered into the guest's memory in one pass over the batch (see
+//! the `lower` module).
 //!
 //! ```
 //! use courier_wasi_messaging::handler::MessageRef;
@@ -28,6 +29,7 @@ use wasmtime::AsContextMut;
 use wasmtime::component::{ComponentType, Func, Instance, Lower};
 
 use crate::bindings::Error;
+use crate::lower::Batch;
 
 /// The interface the guest exports its `handler` from.
 const GUEST_INTERFACE: &str = "wasi:messaging/guest@0.2.0-draft";
@@ -85,12 +87,12 @@ impl Handler {
         messages: &[MessageRef<'_>],
     ) -> wasmtime::Result<Result<(), Error>> {
         // The type check is a walk over the two signatures: next to lowering
-        // a batch, nothing.
+        // a batch, nothing. The batch is lowered in one pass (`lower`).
         let typed = self
             .func
-            .typed::<(&[MessageRef<'_>],), (Result<(), Error>,)>(store.as_context_mut())?;
+            .typed::<(Batch<'_, '_>,), (Result<(), Error>,)>(store.as_context_mut())?;
         let (result,) = typed
-            .call_async(store.as_context_mut(), (messages,))
+            .call_async(store.as_context_mut(), (Batch(messages),))
             .await?;
         Ok(result)
     }

@@ -57,6 +57,7 @@ mod ctx;
 pub mod error;
 pub mod handler;
 mod host;
+mod lower;
 
 pub use convert::{from_wit, to_wit};
 pub use ctx::{

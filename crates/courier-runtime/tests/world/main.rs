@@ -55,6 +55,61 @@ async fn uppercase_round_trip_keeps_fields_and_uses_reply_to() {
     );
 }
 
+/// Every field of every message of a batch reaches the guest as it was
+/// published: the host lowers a batch in one pass (`lower.rs` of
+/// wasi-messaging), writing each record and its parts itself.
+#[tokio::test]
+async fn a_batch_reaches_the_guest_field_for_field() {
+    let h = Harness::start(
+        r#"
+        [guests.uppercase]
+        component = "{uppercase}"
+        subscribe = ["in"]
+        allow-publish = ["out", "replies.>"]
+        batch-size = 8
+        batch-linger-ms = 200
+        "#,
+    )
+    .await;
+    let mut out = h.watch("out").await;
+    let mut replies = h.watch("replies.>").await;
+    let empty = Message::new("in", "");
+    let mut full = Message::new("in", "héllo wörld ß");
+    full.content_type = Some("text/plain; charset=utf-8".into());
+    full.metadata = vec![
+        ("a".into(), "1".into()),
+        ("script".into(), "日本語".into()),
+        ("a".into(), "again".into()),
+        ("blank".into(), String::new()),
+    ];
+    let mut reply = Message::new("in", "abc");
+    reply.reply_to = Some("replies.x".into());
+    let big = Message::new("in", "z".repeat(64 * 1024));
+    h.broker()
+        .publish(vec![empty, full.clone(), reply, big])
+        .await
+        .unwrap();
+
+    let got = next(&mut out).await;
+    assert_eq!(
+        (got.data.len(), got.content_type, got.metadata.len()),
+        (0, None, 0),
+        "the empty message"
+    );
+    let got = next(&mut out).await;
+    assert_eq!(got.data, "HÉLLO WÖRLD SS");
+    assert_eq!(got.content_type, full.content_type);
+    assert_eq!(got.metadata, full.metadata, "pairs, order and repeats kept");
+    let got = next(&mut out).await;
+    assert_eq!(got.data, "Z".repeat(64 * 1024));
+    let got = next(&mut replies).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.data[..]),
+        ("replies.x", &b"ABC"[..])
+    );
+    nothing(&mut out).await;
+}
+
 #[tokio::test]
 async fn connect_names_clients_and_refuses_unknown_or_ungranted() {
     let h = Harness::start(PROBE).await;
