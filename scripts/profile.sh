@@ -15,7 +15,9 @@ messages="${1:-200000}"
 cargo build --release -p courier-runtime --example bench
 bench="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 out="$(mktemp -d)"
-perf record -F 999 --call-graph dwarf,32768 -o "$out/perf.data" \
+# The engine names the guests' compiled functions for perf
+# (/tmp/perf-PID.map): `perf report -i` on a kept perf.data shows them.
+COURIER_PERF_MAP=1 perf record -F 999 --call-graph dwarf,32768 -o "$out/perf.data" \
   "$bench" throughput backend=embedded guest=noop "messages=$messages" \
   >/dev/null 2>"$out/record.log"
 perf script -i "$out/perf.data" 2>/dev/null >"$out/perf.txt"

@@ -10,10 +10,15 @@ use wasmtime::component::Component;
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ProfilingStrategy,
 };
 
 /// The name of the interface a guest must export.
 pub const GUEST_INTERFACE: &str = "wasi:messaging/guest@0.2.0-draft";
+
+/// Set (to anything) to have the engine write a `perf` map of the guests'
+/// compiled code, so that a profile names their functions.
+pub const PERF_MAP_ENV: &str = "COURIER_PERF_MAP";
 
 /// How often the epoch advances; handler deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -66,6 +71,11 @@ pub fn new_engine_with(options: &EngineOptions) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // For profiling (scripts/profile.sh): names the guests' compiled
+    // functions for `perf` in /tmp/perf-PID.map.
+    if std::env::var_os(PERF_MAP_ENV).is_some() {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     if let Some(dir) = &options.cache_dir {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
         let mut cache = CacheConfig::new();
