@@ -12,17 +12,19 @@
 //! order, into the same layout, but writes each message's record and its
 //! metadata pairs with one look-up of memory after that message's
 //! allocations. The record layout is the canonical ABI's for the world's
-//! `message` (fixed by the specification; checked at compile time against
-//! what wasmtime derives for [`MessageRef`]).
+//! `message`, fixed by the specification: its size and alignment are
+//! checked at compile time against what wasmtime derives for
+//! [`MessageRef`], and every field's place end to end by the world test
+//! `a_batch_reaches_the_guest_field_for_field`.
 //!
 //! Where the guest asked for strings in another encoding than UTF-8 (its
 //! canonical options say so), the batch is lowered by wasmtime's generic
 //! path instead.
 //!
-//! This uses wasmtime's `Lower` trait, whose methods are wasmtime's own
-//! (hidden from its documentation): wasmtime is pinned to one version, and
-//! the world's tests deliver every field (topic, content type, reply-to,
-//! data, metadata) through this path.
+//! This implements wasmtime's `Lower` trait, whose methods are wasmtime's
+//! own (hidden from its documentation, as for the code its derive writes):
+//! wasmtime is pinned to one version, and a new version must keep the world
+//! and conformance tests green through this path.
 
 use std::mem::MaybeUninit;
 
