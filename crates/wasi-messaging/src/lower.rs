@@ -92,8 +92,8 @@ unsafe impl Lower for Batch<'_, '_> {
         if !utf8(cx) {
             return self.0.linear_lower_to_flat(cx, ty, dst);
         }
-        let (ptr, len) = self.store(cx)?;
-        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+        let list = self.store(cx)?;
+        dst.write([ValRaw::i64(list.ptr as i64), ValRaw::i64(list.len as i64)]);
         Ok(())
     }
 
@@ -106,10 +106,8 @@ unsafe impl Lower for Batch<'_, '_> {
         if !utf8(cx) {
             return self.0.linear_lower_to_memory(cx, ty, offset);
         }
-        let (ptr, len) = self.store(cx)?;
-        let slot = cx.get::<8>(offset);
-        slot[..4].copy_from_slice(&u32(ptr)?.to_le_bytes());
-        slot[4..].copy_from_slice(&u32(len)?.to_le_bytes());
+        let list = self.store(cx)?.bytes()?;
+        cx.get::<8>(offset).copy_from_slice(&list);
         Ok(())
     }
 }
@@ -124,7 +122,8 @@ fn u32(n: usize) -> wasmtime::Result<u32> {
     u32::try_from(n).map_err(|_| wasmtime::format_err!("{n} does not fit a 32-bit memory"))
 }
 
-/// Where one part of a message went in guest memory.
+/// Where a list or a string went in guest memory: its address and its
+/// length (in elements).
 #[derive(Clone, Copy)]
 struct Placed {
     ptr: usize,
@@ -156,8 +155,8 @@ fn alloc<T>(cx: &mut LowerContext<'_, T>, bytes: &[u8]) -> wasmtime::Result<Plac
 }
 
 impl Batch<'_, '_> {
-    /// Allocates and writes the whole list; returns its (pointer, length).
-    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<(usize, usize)> {
+    /// Allocates and writes the whole list; returns where it went.
+    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<Placed> {
         let messages = self.0;
         let size = messages
             .len()
@@ -223,7 +222,10 @@ impl Batch<'_, '_> {
             record[layout::DATA..][..8].copy_from_slice(&data.bytes()?);
             option(&mut record[layout::METADATA..][..12], metadata)?;
         }
-        Ok((base, messages.len()))
+        Ok(Placed {
+            ptr: base,
+            len: messages.len(),
+        })
     }
 }
 

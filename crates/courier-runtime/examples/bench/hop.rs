@@ -75,25 +75,24 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let calls = n.div_ceil(setup.batch);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); forms.len()];
     let mut native = Vec::new();
-    // Warm-up, then alternating rounds.
-    for (_, b) in &forms {
-        for _ in 0..calls / 10 {
+    let mut call = async |batch: &[MessageRef<'_>], times: usize| -> anyhow::Result<()> {
+        for _ in 0..times {
             instance
-                .call(b, &numbers, deadline)
+                .call(batch, &numbers, deadline)
                 .await
                 .map_err(|f| anyhow!("{f}"))?;
         }
+        Ok(())
+    };
+    // Warm-up, then alternating rounds.
+    for (_, b) in &forms {
+        call(b, calls / 10).await?;
     }
     native_rate(&runtime, &setup, (n / 10).max(1)).await?;
     for _ in 0..ROUNDS {
         for ((_, b), rate) in forms.iter().zip(&mut rates) {
             let started = Instant::now();
-            for _ in 0..calls {
-                instance
-                    .call(b, &numbers, deadline)
-                    .await
-                    .map_err(|f| anyhow!("{f}"))?;
-            }
+            call(b, calls).await?;
             rate.push((calls * setup.batch) as f64 / started.elapsed().as_secs_f64());
         }
         native.push(native_rate(&runtime, &setup, n).await?);
