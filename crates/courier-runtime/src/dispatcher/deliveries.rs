@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use courier_broker::message::DELIVERY_ID_KEY;
-use courier_broker::{Acker, Backend, Message};
+use courier_broker::message::{ATTEMPT_KEY, DELIVERY_ID_KEY};
+use courier_broker::{Acker, Backend, Delivery, Message};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -38,6 +38,28 @@ pub struct InFlight {
     /// Since when the guest holds it outside a handler call (manual acks):
     /// its ack deadline counts from then. `None` while a call has it.
     pub waiting_since: Option<Instant>,
+}
+
+impl InFlight {
+    /// A delivery as it arrives from `source`, as the guest will hold it:
+    /// its message shared, and Courier's delivery keys stripped from it
+    /// (they are Courier's own: never trusted from the wire).
+    pub fn arrived(delivery: Delivery, source: Arc<Source>) -> Self {
+        let Delivery {
+            mut message,
+            attempt,
+            acker,
+        } = delivery;
+        message.remove_meta(DELIVERY_ID_KEY);
+        message.remove_meta(ATTEMPT_KEY);
+        Self {
+            acker,
+            message: Arc::new(message),
+            attempt,
+            source,
+            waiting_since: None,
+        }
+    }
 }
 
 /// One guest's in-flight deliveries.
@@ -92,6 +114,18 @@ impl Tracker {
             ends.push(text.len());
         }
         Ids { text, ends }
+    }
+
+    /// The ids of `n` consecutive deliveries from `first`, as a log field:
+    /// the one id, or the first and the last. Cheap to format, where a
+    /// batch's every id would be written into the `handler` span of every
+    /// batch.
+    pub fn id_range(&self, first: u64, n: usize) -> IdRange<'_> {
+        IdRange {
+            prefix: &self.prefix,
+            first,
+            last: first + (n.max(1) as u64 - 1),
+        }
     }
 
     /// The number of a delivery id of this tracker.
@@ -199,6 +233,28 @@ impl Ids {
     }
 }
 
+/// Consecutive delivery ids as a log field (see [`Tracker::id_range`]).
+pub struct IdRange<'a> {
+    prefix: &'a str,
+    first: u64,
+    last: u64,
+}
+
+impl std::fmt::Display for IdRange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            prefix,
+            first,
+            last,
+        } = self;
+        if first == last {
+            write!(f, "{prefix}-{first}")
+        } else {
+            write!(f, "{prefix}-{first} .. {prefix}-{last}")
+        }
+    }
+}
+
 /// Formats `n` in decimal into `buf`, without allocating.
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
@@ -231,6 +287,9 @@ mod tests {
         let ids: Vec<&str> = ids.iter().collect();
         let one_by_one: Vec<String> = ns.iter().map(|n| t.id(*n)).collect();
         assert_eq!(ids, one_by_one);
+        let range = t.id_range(40, 3).to_string();
+        assert_eq!(range, format!("{} .. {}", t.id(40), t.id(42)));
+        assert_eq!(t.id_range(7, 1).to_string(), t.id(7));
         let other = Tracker::new();
         assert_eq!(t.number(&other.id(1)), None);
         assert_eq!(t.number("forged-123"), None);

@@ -1,5 +1,7 @@
 //! The pump: moves deliveries from one broker subscription into the guest's
-//! bounded queue, taking only what the queue has room for, and closes the
+//! bounded queue, taking only what the queue has room for, each already made
+//! into what the guest holds ([`InFlight::arrived`], off the worker's path,
+//! which is the guest's bottleneck), and closes the
 //! subscription when told to (at shutdown, once the workers have settled,
 //! detaching it: a persistent membership stays for the next start).
 //!
@@ -18,17 +20,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_broker::{Delivery, Subscription};
+use courier_broker::Subscription;
 use tokio::sync::{oneshot, watch};
 
 use super::queue::Feeder;
-use crate::deliveries::Source;
-
-/// A delivery on its way to a worker.
-pub(crate) struct Inbound {
-    pub(crate) delivery: Delivery,
-    pub(crate) source: Arc<Source>,
-}
+use crate::deliveries::{InFlight, Source};
 
 /// The most deliveries a pump takes from its subscription at once.
 const MAX_PUMP_BATCH: usize = 256;
@@ -114,10 +110,12 @@ async fn feed(
                 None => return false,
             },
         };
-        pending.extend(deliveries.into_iter().map(|delivery| Inbound {
-            delivery,
-            source: source.clone(),
-        }));
+        // Made here as the guest will hold them, off the worker's path.
+        pending.extend(
+            deliveries
+                .into_iter()
+                .map(|delivery| InFlight::arrived(delivery, source.clone())),
+        );
         // Another pump may have taken the room meanwhile: wait for it, but
         // not past a stop, and hand back whatever could not be queued.
         loop {
@@ -139,9 +137,9 @@ async fn feed(
 
 /// Hands deliveries that never reached the guest back to the broker,
 /// without counting an attempt where the broker allows it.
-pub(super) async fn release(guest: &str, inbound: impl Iterator<Item = Inbound>) {
-    for Inbound { delivery, .. } in inbound {
-        if let Err(e) = super::settlement::bounded("release", delivery.acker.release()).await {
+pub(super) async fn release(guest: &str, inbound: impl Iterator<Item = InFlight>) {
+    for InFlight { acker, .. } in inbound {
+        if let Err(e) = super::settlement::bounded("release", acker.release()).await {
             tracing::debug!(guest = %guest, "handing back an unqueued delivery: {e}");
         }
     }

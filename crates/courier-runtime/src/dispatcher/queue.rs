@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::load::Load;
-use super::pump::Inbound;
+use crate::deliveries::InFlight;
 
 /// The queue, shared by the guest, its pumps and its workers.
 pub(crate) struct GuestQueue {
@@ -30,7 +30,7 @@ pub(crate) struct GuestQueue {
 }
 
 struct State {
-    items: VecDeque<Inbound>,
+    items: VecDeque<InFlight>,
     feeders: usize,
 }
 
@@ -64,8 +64,8 @@ impl GuestQueue {
     pub(crate) async fn take(
         &self,
         max: usize,
-        isolated: impl Fn(&Inbound) -> bool,
-    ) -> Option<Vec<Inbound>> {
+        isolated: impl Fn(&InFlight) -> bool,
+    ) -> Option<Vec<InFlight>> {
         self.when_filled(|state| {
             self.load.begin();
             self.pop(state, max.max(1), true, &isolated)
@@ -98,9 +98,9 @@ impl GuestQueue {
     /// is redelivered or the queue has ended: the batch should go as it is.
     pub(crate) fn take_more(
         &self,
-        batch: &mut Vec<Inbound>,
+        batch: &mut Vec<InFlight>,
         max: usize,
-        isolated: impl Fn(&Inbound) -> bool,
+        isolated: impl Fn(&InFlight) -> bool,
     ) -> Result<usize, ()> {
         let mut state = self.lock();
         let more = self.pop(&mut state, max, false, &isolated);
@@ -128,8 +128,8 @@ impl GuestQueue {
         state: &mut State,
         max: usize,
         first: bool,
-        isolated: &impl Fn(&Inbound) -> bool,
-    ) -> Vec<Inbound> {
+        isolated: &impl Fn(&InFlight) -> bool,
+    ) -> Vec<InFlight> {
         let mut out = Vec::new();
         if first && state.items.front().is_some_and(isolated) {
             out.push(state.items.pop_front().expect("front exists"));
@@ -157,7 +157,7 @@ impl GuestQueue {
 
     /// Takes everything left, as it arrives, until the queue ends: for the
     /// guest's shutdown, once its workers are gone.
-    pub(crate) async fn drain(&self) -> Option<Vec<Inbound>> {
+    pub(crate) async fn drain(&self) -> Option<Vec<InFlight>> {
         self.when_filled(|state| state.items.drain(..).collect())
             .await
     }
@@ -180,7 +180,7 @@ impl Feeder {
 
     /// Queues as many of `deliveries` as there is room for, in order, and
     /// leaves the rest in `deliveries` (another feeder took the room).
-    pub(crate) fn put(&self, deliveries: &mut VecDeque<Inbound>) {
+    pub(crate) fn put(&self, deliveries: &mut VecDeque<InFlight>) {
         let mut state = self.0.lock();
         let room = self.0.capacity.saturating_sub(state.items.len());
         let n = room.min(deliveries.len());
@@ -230,26 +230,21 @@ mod tests {
     use crate::dispatcher::load::Activity;
     use crate::dispatcher::tests::{NoAck, source};
 
-    fn inbound(topic: &str, attempt: u32) -> Inbound {
-        Inbound {
-            delivery: Delivery {
-                message: Message::new(topic, "x"),
-                attempt,
-                acker: Box::new(NoAck),
-            },
-            source: source(),
-        }
+    fn inbound(topic: &str, attempt: u32) -> InFlight {
+        let delivery = Delivery {
+            message: Message::new(topic, "x"),
+            attempt,
+            acker: Box::new(NoAck),
+        };
+        InFlight::arrived(delivery, source())
     }
 
-    fn topics(batch: &[Inbound]) -> Vec<&str> {
-        batch
-            .iter()
-            .map(|d| d.delivery.message.topic.as_str())
-            .collect()
+    fn topics(batch: &[InFlight]) -> Vec<&str> {
+        batch.iter().map(|d| d.message.topic.as_str()).collect()
     }
 
-    fn isolated(d: &Inbound) -> bool {
-        d.delivery.attempt > 1
+    fn isolated(d: &InFlight) -> bool {
+        d.attempt > 1
     }
 
     #[tokio::test]
@@ -257,7 +252,7 @@ mod tests {
         let load = Arc::new(Load::new(Activity::new()));
         let feeder = GuestQueue::with_feeder(3, load.clone());
         let queue = feeder.queue().clone();
-        let mut pending: VecDeque<Inbound> = ["a", "b", "c", "d"].map(|t| inbound(t, 1)).into();
+        let mut pending: VecDeque<InFlight> = ["a", "b", "c", "d"].map(|t| inbound(t, 1)).into();
         assert_eq!(feeder.room().await, 3);
         feeder.put(&mut pending);
         assert_eq!(
@@ -283,7 +278,7 @@ mod tests {
         let load = Arc::new(Load::new(Activity::new()));
         let feeder = GuestQueue::with_feeder(10, load);
         let queue = feeder.queue().clone();
-        let mut pending: VecDeque<Inbound> = [
+        let mut pending: VecDeque<InFlight> = [
             inbound("a", 1),
             inbound("b", 1),
             inbound("again", 2),
@@ -310,7 +305,7 @@ mod tests {
         let feeder = GuestQueue::with_feeder(10, load);
         let queue = feeder.queue().clone();
         let second = feeder.clone();
-        let mut pending: VecDeque<Inbound> = [inbound("a", 1)].into();
+        let mut pending: VecDeque<InFlight> = [inbound("a", 1)].into();
         second.put(&mut pending);
         drop(feeder);
         drop(second);
@@ -326,7 +321,7 @@ mod tests {
         let queue = feeder.queue().clone();
         let worker = tokio::spawn(async move { queue.take(10, isolated).await.map(|b| b.len()) });
         tokio::task::yield_now().await;
-        let mut pending: VecDeque<Inbound> = [inbound("a", 1), inbound("b", 1)].into();
+        let mut pending: VecDeque<InFlight> = [inbound("a", 1), inbound("b", 1)].into();
         feeder.put(&mut pending);
         let taken = tokio::time::timeout(Duration::from_secs(5), worker)
             .await

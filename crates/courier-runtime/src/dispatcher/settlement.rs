@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_broker::message::{
-    ATTEMPT_KEY, ATTEMPTS_KEY, DELIVERY_ID_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY,
-};
-use courier_broker::{BrokerError, Delivery, ErrorKind, ack_all};
+use courier_broker::message::{ATTEMPTS_KEY, LAST_ERROR_KEY, ORIGINAL_TOPIC_KEY};
+use courier_broker::{BrokerError, ErrorKind, ack_all};
 use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::GuestRuntime;
-use crate::deliveries::{InFlight, Source};
+use crate::deliveries::InFlight;
 use crate::instance::HandlerFailure;
 use crate::stats::Stat;
 use crate::telemetry::SENT_AT_KEY;
@@ -39,24 +37,11 @@ pub(super) async fn bounded(
 }
 
 impl GuestRuntime {
-    /// Takes a delivery in: Courier's delivery keys stripped, and refused
-    /// (dead-lettered) when it is too large or already had its attempts.
-    pub(super) async fn admit(&self, delivery: Delivery, source: Arc<Source>) -> Option<InFlight> {
-        let Delivery {
-            mut message,
-            attempt,
-            acker,
-        } = delivery;
-        // Delivery keys are Courier's own: never trust them from the wire.
-        message.remove_meta(DELIVERY_ID_KEY);
-        message.remove_meta(ATTEMPT_KEY);
-        let held = InFlight {
-            acker,
-            message: Arc::new(message),
-            attempt,
-            source,
-            waiting_since: None,
-        };
+    /// Takes a delivery in ([`InFlight::arrived`] stripped Courier's
+    /// delivery keys from it): refused (dead-lettered) when it is too large
+    /// or already had its attempts.
+    pub(super) async fn admit(&self, held: InFlight) -> Option<InFlight> {
+        let attempt = held.attempt;
         let max = self.config.max_attempts;
         if held.message.data.len() > self.config.max_message_bytes {
             let reason = format!(

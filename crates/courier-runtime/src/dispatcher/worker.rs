@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::GuestRuntime;
-use super::pump::Inbound;
 use crate::config::AckMode;
 use crate::deliveries::InFlight;
 use crate::instance::{HandlerFailure, Instance};
@@ -40,8 +39,8 @@ impl GuestRuntime {
     /// A redelivered message travels alone, so that one poison message cannot
     /// take the rest of its first batch down with it again: a batch ends
     /// before one, which starts the next batch.
-    async fn next_batch(&self) -> Option<Vec<Inbound>> {
-        let isolated = |d: &Inbound| d.delivery.attempt > 1;
+    async fn next_batch(&self) -> Option<Vec<InFlight>> {
+        let isolated = |d: &InFlight| d.attempt > 1;
         let max = self.config.batch_size;
         let mut shutdown = self.shutdown.subscribe();
         let mut batch = tokio::select! {
@@ -74,10 +73,10 @@ impl GuestRuntime {
 
     /// Handles one batch: admits its deliveries, calls the guest, and
     /// settles what the guest left, retrying a failed call's messages alone.
-    async fn handle(self: &Arc<Self>, instance: &mut Option<Instance>, batch: Vec<Inbound>) {
+    async fn handle(self: &Arc<Self>, instance: &mut Option<Instance>, batch: Vec<InFlight>) {
         let mut held = Vec::with_capacity(batch.len());
-        for Inbound { delivery, source } in batch {
-            if let Some(f) = self.admit(delivery, source).await {
+        for f in batch {
+            if let Some(f) = self.admit(f).await {
                 held.push(f);
             }
         }
@@ -134,7 +133,9 @@ impl GuestRuntime {
                 (n, f)
             }));
         self.stats.add(Stat::Delivered, messages.len() as u64);
-        let span = tracing::info_span!("handler", guest = %self.name, batch = messages.len(), deliveries = ?ids);
+        let deliveries = self.tracker.id_range(first, messages.len());
+        let span =
+            tracing::info_span!("handler", guest = %self.name, batch = messages.len(), %deliveries);
         let outcome = async {
             match self.instance(slot).await {
                 Ok(instance) => {
