@@ -56,6 +56,17 @@ mod throughput;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // Logging as `courier run` sets it up (info, to stderr): the host's
+    // spans and their fields cost what they cost a user.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let what = argv.first().map_or("all", String::as_str);
     let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
