@@ -184,7 +184,10 @@ pub(crate) async fn native_consume(
             let up: Vec<Message> = ds
                 .iter()
                 .map(|d| {
-                    let mut m = Message::new(out, d.message.data.to_ascii_uppercase());
+                    // The `uppercase` guest's very conversion (Unicode, of
+                    // the data read as lossy UTF-8).
+                    let upper = String::from_utf8_lossy(&d.message.data).to_uppercase();
+                    let mut m = Message::new(out, upper.into_bytes());
                     m.content_type = d.message.content_type.clone();
                     m
                 })

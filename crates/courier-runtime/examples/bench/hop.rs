@@ -13,6 +13,12 @@
 //! handle: `1 s / hop`. Divided by the native rate, that bound is the best
 //! ratio a guest could reach on one worker if everything else Courier does
 //! per message cost nothing.
+//!
+//! `guest=transform`: the same with the `transform` guest and a batch of JSON
+//! orders — the call then holds the guest's own work (parse, validate,
+//! enrich) and its `send` of the results to a channel nobody reads, beside
+//! the native consumer doing that work on the same broker (`throughput`'s
+//! `transform`). The ratio is then the best a `transform` guest could reach.
 
 use std::time::Instant;
 
@@ -23,15 +29,19 @@ use courier_wasi_messaging::handler::MessageRef;
 
 use crate::args::Args;
 use crate::fresh::FreshHost;
-use crate::harness::{Setup, median, ns, payload, start};
+use crate::harness::{Setup, inputs, median, ns, payload, start};
 use crate::throughput::{ROUNDS, native_rate};
 
 pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let n: usize = args.get("messages", 200_000)?;
     let size: usize = args.get("size", 16)?;
+    let guest = args.str("guest", "noop");
+    if !matches!(guest.as_str(), "noop" | "transform") {
+        anyhow::bail!("hop: guest=noop or guest=transform, not `{guest}`");
+    }
     let setup = Setup {
         backend: "embedded".into(),
-        guest: "noop".into(),
+        guest: guest.clone(),
         batch: args.get("batch", 100)?,
         concurrency: 1,
         size,
@@ -43,9 +53,12 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let mut instance = host.instantiate(&runtime).await?;
     let deadline = std::time::Duration::from_secs(30);
 
-    let messages: Vec<Message> = (0..setup.batch)
-        .map(|_| Message::new(format!("{ns}.in"), payload(size)))
-        .collect();
+    let messages: Vec<Message> = match guest.as_str() {
+        "transform" => inputs("transform", &format!("{ns}.in"), setup.batch, 0),
+        _ => (0..setup.batch)
+            .map(|_| Message::new(format!("{ns}.in"), payload(size)))
+            .collect(),
+    };
     let ids: Vec<String> = (1..=setup.batch)
         .map(|i| format!("{:016x}-{i}", 0x5eed_u64))
         .collect();
@@ -67,10 +80,23 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
             })
             .collect()
     };
-    let forms = [
-        ("topic, data, delivery id", batch(true)),
-        ("topic, data", batch(false)),
-    ];
+    let forms = match guest.as_str() {
+        "transform" => vec![(
+            "JSON orders, delivery id; parsed, enriched, sent",
+            batch(true),
+        )],
+        _ => vec![
+            ("topic, data, delivery id", batch(true)),
+            ("topic, data", batch(false)),
+        ],
+    };
+    let size = match guest.as_str() {
+        "transform" => {
+            let mean = messages.iter().map(|m| m.data.len()).sum::<usize>() / messages.len();
+            format!("{mean} B")
+        }
+        _ => format!("{size} B"),
+    };
 
     let calls = n.div_ceil(setup.batch);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); forms.len()];
@@ -103,7 +129,7 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     for ((form, _), rate) in forms.iter().zip(rates) {
         let rate = median(rate);
         println!(
-            "| {} | {size} B | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
+            "| {} | {size} | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
             setup.batch,
             1e9 / rate,
             rate / native,
