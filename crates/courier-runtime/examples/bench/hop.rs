@@ -54,7 +54,13 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let deadline = std::time::Duration::from_secs(30);
 
     let messages: Vec<Message> = match guest.as_str() {
-        "transform" => inputs("transform", &format!("{ns}.in"), setup.batch, 0),
+        // `inputs` makes at most 1,000 different orders: repeated to fill
+        // a larger batch.
+        "transform" => inputs("transform", &format!("{ns}.in"), setup.batch, 0)
+            .into_iter()
+            .cycle()
+            .take(setup.batch)
+            .collect(),
         _ => (0..setup.batch)
             .map(|_| Message::new(format!("{ns}.in"), payload(size)))
             .collect(),
