@@ -14,11 +14,14 @@
 //! ratio a guest could reach on one worker if everything else Courier does
 //! per message cost nothing.
 //!
-//! `guest=transform`: the same with the `transform` guest and a batch of JSON
-//! orders — the call then holds the guest's own work (parse, validate,
-//! enrich) and its `send` of the results to a channel nobody reads, beside
-//! the native consumer doing that work on the same broker (`throughput`'s
-//! `transform`). The ratio is then the best a `transform` guest could reach.
+//! `guest=transform` or `guest=uppercase`: the same with a guest that works
+//! and sends — the call then holds the guest's own work (for `transform`,
+//! a batch of JSON orders parsed, validated and enriched) and its `send` of
+//! the results to a channel nobody reads, beside the native consumer doing
+//! that work on the same broker (`throughput`'s). The ratio is then the best
+//! such a guest could reach. `backend=nats` (core NATS) sends through NATS
+//! and measures the native consumer there; the default is the embedded
+//! broker.
 
 use std::time::Instant;
 
@@ -36,11 +39,15 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let n: usize = args.get("messages", 200_000)?;
     let size: usize = args.get("size", 16)?;
     let guest = args.str("guest", "noop");
-    if !matches!(guest.as_str(), "noop" | "transform") {
-        anyhow::bail!("hop: guest=noop or guest=transform, not `{guest}`");
+    if !matches!(guest.as_str(), "noop" | "uppercase" | "transform") {
+        anyhow::bail!("hop: guest=noop, uppercase or transform, not `{guest}`");
+    }
+    let backend = args.str("backend", "embedded");
+    if !matches!(backend.as_str(), "embedded" | "nats") {
+        anyhow::bail!("hop: backend=embedded or nats, not `{backend}`");
     }
     let setup = Setup {
-        backend: "embedded".into(),
+        backend,
         guest: guest.clone(),
         batch: args.get("batch", 100)?,
         concurrency: 1,
@@ -91,6 +98,7 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
             "JSON orders, delivery id; parsed, enriched, sent",
             batch(true),
         )],
+        "uppercase" => vec![("topic, data, delivery id; upper-cased, sent", batch(true))],
         _ => vec![
             ("topic, data, delivery id", batch(true)),
             ("topic, data", batch(false)),
@@ -135,7 +143,8 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     for ((form, _), rate) in forms.iter().zip(rates) {
         let rate = median(rate);
         println!(
-            "| {} | {size} | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
+            "| {} | {} | {size} | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
+            setup.backend,
             setup.batch,
             1e9 / rate,
             rate / native,
@@ -144,4 +153,4 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) const HOP_HEAD: &str = "| batch | size | message lowered | hop ns/msg | hop alone msg/s | native msg/s | hop alone / native |\n|---|---|---|---|---|---|---|";
+pub(crate) const HOP_HEAD: &str = "| broker | batch | size | message lowered | hop ns/msg | hop alone msg/s | native msg/s | hop alone / native |\n|---|---|---|---|---|---|---|---|";

@@ -14,6 +14,7 @@
 //! $B fresh guest=uppercase messages=20000   # reused instances against one per message
 //! $B hop messages=200000 batch=100   # the guest hop alone, beside the native rate
 //! $B hop guest=transform messages=50000   # the hop with the guest's JSON work in it
+//! $B hop guest=uppercase backend=nats messages=50000   # with its send through NATS
 //! $B guests max=1000 chart=docs/perf/guests.svg   # 1 to 1,000 guests in one host, warm and cold
 //! $B all                     # everything above, as Markdown tables
 //! ```
@@ -141,9 +142,17 @@ async fn main() -> anyhow::Result<()> {
             for backend in backends {
                 latency(&args_of(&[&format!("backend={backend}")])).await?;
             }
-            println!("\nThe guest hop alone (embedded):\n\n{HOP_HEAD}");
+            println!("\nThe guest hop alone:\n\n{HOP_HEAD}");
             hop(&args_of(&[])).await?;
             hop(&args_of(&["guest=transform", "messages=50000"])).await?;
+            if nats {
+                hop(&args_of(&[
+                    "guest=uppercase",
+                    "backend=nats",
+                    "messages=50000",
+                ]))
+                .await?;
+            }
             println!("\nInstantiation (noop):\n\n{INSTANTIATE_HEAD}");
             instantiate(&args).await?;
             println!("\nDurable embedded broker (16 B messages):\n\n{DURABLE_HEAD}");
