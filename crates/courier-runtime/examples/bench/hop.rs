@@ -32,7 +32,7 @@ use courier_wasi_messaging::handler::MessageRef;
 
 use crate::args::Args;
 use crate::fresh::FreshHost;
-use crate::harness::{Setup, inputs, median, ns, payload, start};
+use crate::harness::{Setup, inputs, median, ns, start};
 use crate::throughput::{ROUNDS, native_rate};
 
 pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
@@ -60,18 +60,13 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     let mut instance = host.instantiate(&runtime).await?;
     let deadline = std::time::Duration::from_secs(30);
 
-    let messages: Vec<Message> = match guest.as_str() {
-        // `inputs` makes at most 1,000 different orders: repeated to fill
-        // a larger batch.
-        "transform" => inputs("transform", &format!("{ns}.in"), setup.batch, 0)
-            .into_iter()
-            .cycle()
-            .take(setup.batch)
-            .collect(),
-        _ => (0..setup.batch)
-            .map(|_| Message::new(format!("{ns}.in"), payload(size)))
-            .collect(),
-    };
+    // `inputs` makes at most 1,000 different messages: repeated to fill a
+    // larger batch.
+    let messages: Vec<Message> = inputs(&guest, &format!("{ns}.in"), setup.batch, size)
+        .into_iter()
+        .cycle()
+        .take(setup.batch)
+        .collect();
     let ids: Vec<String> = (1..=setup.batch)
         .map(|i| format!("{:016x}-{i}", 0x5eed_u64))
         .collect();
@@ -104,13 +99,7 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
             ("topic, data", batch(false)),
         ],
     };
-    let size = match guest.as_str() {
-        "transform" => {
-            let mean = messages.iter().map(|m| m.data.len()).sum::<usize>() / messages.len();
-            format!("{mean} B")
-        }
-        _ => format!("{size} B"),
-    };
+    let mean_size = messages.iter().map(|m| m.data.len()).sum::<usize>() / messages.len();
 
     let calls = n.div_ceil(setup.batch);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); forms.len()];
@@ -143,7 +132,7 @@ pub(crate) async fn hop(args: &Args) -> anyhow::Result<()> {
     for ((form, _), rate) in forms.iter().zip(rates) {
         let rate = median(rate);
         println!(
-            "| {} | {} | {size} | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
+            "| {} | {} | {mean_size} B | {form} | {:.0} | {rate:.0} | {native:.0} | {:.2} |",
             setup.backend,
             setup.batch,
             1e9 / rate,
