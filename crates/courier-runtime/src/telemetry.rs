@@ -18,6 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use courier_broker::{Backend, BrokerError, Features, Message, Subscription, SubscriptionSpec};
 
+/// The log filter `courier run` uses when `RUST_LOG` is not set: `info`,
+/// with the compiler's and wasmtime's chatter at `warn`. The benchmarks log
+/// with it too, so that their figures hold what logging costs a user.
+pub const DEFAULT_LOG_FILTER: &str = "info,cranelift=warn,wasmtime=warn";
+
 /// Metadata key with the unix time, in microseconds, at which a Courier host
 /// published the message (only while it measures delivery latency).
 pub const SENT_AT_KEY: &str = "courier-sent-at";

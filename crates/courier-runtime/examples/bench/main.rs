@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+                tracing_subscriber::EnvFilter::new(courier_runtime::telemetry::DEFAULT_LOG_FILTER)
             }),
         )
         .with_writer(std::io::stderr)
