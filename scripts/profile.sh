@@ -4,7 +4,12 @@
 # sample, the first frame that belongs to Courier, wasmtime's component
 # calls or the guest's JIT code, with its library callees (malloc, memcpy,
 # locks) counted in it. Samples of the benchmark's publisher and of the
-# native baseline are left out.
+# native baseline are left out of that table.
+#
+# A second table is each side's CPU per message: every sample of the run
+# put to the guest side (the call, the worker around it, the pump, the
+# rest), the native consumer or the publisher, and turned into nanoseconds
+# per message (samples / frequency / messages each side handled).
 #
 #   scripts/profile.sh [MESSAGES]
 #
@@ -17,7 +22,8 @@ bench="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 out="$(mktemp -d)"
 # The engine names the guests' compiled functions for perf
 # (/tmp/perf-PID.map): `perf report -i` on a kept perf.data shows them.
-COURIER_PERF_MAP=1 perf record -F 999 --call-graph dwarf,32768 -o "$out/perf.data" \
+freq=999
+COURIER_PERF_MAP=1 perf record -F "$freq" --call-graph dwarf,32768 -o "$out/perf.data" \
   "$bench" throughput backend=embedded guest=noop "messages=$messages" \
   >/dev/null 2>"$out/record.log"
 perf script -i "$out/perf.data" 2>/dev/null >"$out/perf.txt"
@@ -46,5 +52,57 @@ print(f"{total} samples on the guest side\n")
 print("| share | where |\n|---|---|")
 for k, v in own.most_common(20):
     print(f"| {100 * v / total:.1f}% | `{k}` |")
+PY
+# `throughput` runs a warm-up of messages/10 and three rounds on each side
+# (examples/bench/throughput.rs); the publisher runs for both sides.
+python3 - "$out/perf.txt" "$freq" "$((messages * 3 + messages / 10))" <<'PY'
+import collections, sys
+stacks = open(sys.argv[1]).read().split("\n\n")
+freq, per_side = int(sys.argv[2]), int(sys.argv[3])
+part = collections.Counter()
+
+def where(s):
+    if "harness::publish" in s:
+        return "publisher", ""
+    if any(k in s for k in ("native_consume", "take_batch", "native_rate")):
+        sub = "next_batch" if "next_batch" in s else "ack_tags" if "ack_tags" in s else "the rest"
+        return "native", sub
+    if "GuestRuntime>::worker" in s:
+        return "guest: worker around the call", "ack_all" if "ack_all" in s else "the rest"
+    if "pump::" in s:
+        return "guest: pump", "next_batch" if "next_batch" in s else "the rest"
+    leaf = s.strip().split("\n")[1] if "\n" in s.strip() else ""
+    if any(k in s for k in ("wasm[", "cabi_realloc", "dlmalloc", "dlfree", "wasi:messaging", "fiber")):
+        if any(k in leaf for k in ("cabi_realloc", "dlmalloc", "dlfree")):
+            sub = "the guest's allocator"
+        elif "LowerContext<T>::realloc" in s:
+            sub = "wasmtime's realloc, host side"
+        elif "courier_wasi_messaging::lower" in s or "memcpy" in leaf:
+            sub = "lowering and copying (lower.rs)"
+        else:
+            sub = "the rest"
+        return "guest: the handler call", sub
+    return "guest: in no task's frames", ""
+
+for st in stacks:
+    if not st.strip() or "\n" not in st.strip():
+        continue
+    side, sub = where(st)
+    part[(side, "")] += 1
+    if sub:
+        part[(side, sub)] += 1
+ns = lambda n, share=1: n / share / freq * 1e9 / per_side
+print(f"\nCPU per message ({per_side} messages each side, {freq} Hz)\n")
+print("| side | part | ns / message |\n|---|---|---|")
+order = ["guest: the handler call", "guest: worker around the call", "guest: pump",
+         "guest: in no task's frames", "native", "publisher"]
+for side in order:
+    share = 2 if side == "publisher" else 1
+    print(f"| {side} | | {ns(part[(side, '')], share):.0f} |")
+    for (s2, sub), n in sorted(part.items(), key=lambda kv: -kv[1]):
+        if s2 == side and sub:
+            print(f"| | {sub} | {ns(n):.0f} |")
+guest = sum(n for (s2, sub), n in part.items() if s2.startswith("guest") and not sub)
+print(f"| guest, whole | | {ns(guest):.0f} |")
 PY
 rm -rf "$out"
