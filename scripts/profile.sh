@@ -27,70 +27,64 @@ COURIER_PERF_MAP=1 perf record -F "$freq" --call-graph dwarf,32768 -o "$out/perf
   "$bench" throughput backend=embedded guest=noop "messages=$messages" \
   >/dev/null 2>"$out/record.log"
 perf script -i "$out/perf.data" 2>/dev/null >"$out/perf.txt"
-python3 - "$out/perf.txt" <<'PY'
-import collections, re, sys
-stacks = open(sys.argv[1]).read().split("\n\n")
-interesting = re.compile(r"(courier|wasmtime::runtime::component::func|Func::call)")
-own = collections.Counter()
-total = 0
-for st in stacks:
-    lines = [l.strip() for l in st.strip().split("\n")[1:] if l.strip()]
-    if not lines:
-        continue
-    frames = [re.sub(r"\+0x[0-9a-f]+.*$", "", re.sub(r"^[0-9a-f]+ ", "", l)) for l in lines]
-    joined = " ".join(frames)
-    if any(s in joined for s in ("harness::publish", "native_rate", "native_consume", "take_batch")):
-        continue
-    total += 1
-    for f in frames:
-        if interesting.search(f):
-            own[f[:100]] += 1
-            break
-    else:
-        own["guest code (JIT)" if "perf-" in frames[0] else "other: " + frames[0][:60]] += 1
-print(f"{total} samples on the guest side\n")
-print("| share | where |\n|---|---|")
-for k, v in own.most_common(20):
-    print(f"| {100 * v / total:.1f}% | `{k}` |")
-PY
 # `throughput` runs a warm-up of messages/10 and three rounds on each side
 # (examples/bench/throughput.rs); the publisher runs for both sides.
 python3 - "$out/perf.txt" "$freq" "$((messages * 3 + messages / 10))" <<'PY'
-import collections, sys
+import collections, re, sys
 stacks = open(sys.argv[1]).read().split("\n\n")
 freq, per_side = int(sys.argv[2]), int(sys.argv[3])
-part = collections.Counter()
+interesting = re.compile(r"(courier|wasmtime::runtime::component::func|Func::call)")
 
-def where(s):
-    if "harness::publish" in s:
+def where(joined, leaf):
+    """The side and part of one sample (its frames joined, its leaf frame)."""
+    if "harness::publish" in joined:
         return "publisher", ""
-    if any(k in s for k in ("native_consume", "take_batch", "native_rate")):
-        sub = "next_batch" if "next_batch" in s else "ack_tags" if "ack_tags" in s else "the rest"
+    if any(k in joined for k in ("native_consume", "take_batch", "native_rate")):
+        sub = "next_batch" if "next_batch" in joined else "ack_tags" if "ack_tags" in joined else "the rest"
         return "native", sub
-    if "GuestRuntime>::worker" in s:
-        return "guest: worker around the call", "ack_all" if "ack_all" in s else "the rest"
-    if "pump::" in s:
-        return "guest: pump", "next_batch" if "next_batch" in s else "the rest"
-    leaf = s.strip().split("\n")[1] if "\n" in s.strip() else ""
-    if any(k in s for k in ("wasm[", "cabi_realloc", "dlmalloc", "dlfree", "wasi:messaging", "fiber")):
+    if "GuestRuntime>::worker" in joined:
+        return "guest: worker around the call", "ack_all" if "ack_all" in joined else "the rest"
+    if "pump::" in joined:
+        return "guest: pump", "next_batch" if "next_batch" in joined else "the rest"
+    if any(k in joined for k in ("wasm[", "cabi_realloc", "dlmalloc", "dlfree", "wasi:messaging", "fiber")):
         if any(k in leaf for k in ("cabi_realloc", "dlmalloc", "dlfree")):
             sub = "the guest's allocator"
-        elif "LowerContext<T>::realloc" in s:
+        elif "LowerContext<T>::realloc" in joined:
             sub = "wasmtime's realloc, host side"
-        elif "courier_wasi_messaging::lower" in s or "memcpy" in leaf:
+        elif "courier_wasi_messaging::lower" in joined or "memcpy" in leaf:
             sub = "lowering and copying (lower.rs)"
         else:
             sub = "the rest"
         return "guest: the handler call", sub
     return "guest: in no task's frames", ""
 
+own = collections.Counter()  # guest-side samples by their first frame of interest
+part = collections.Counter()  # every sample by side and part
 for st in stacks:
-    if not st.strip() or "\n" not in st.strip():
+    lines = [l.strip() for l in st.strip().split("\n")[1:] if l.strip()]
+    if not lines:
         continue
-    side, sub = where(st)
+    frames = [re.sub(r"\+0x[0-9a-f]+.*$", "", re.sub(r"^[0-9a-f]+ ", "", l)) for l in lines]
+    joined = " ".join(frames)
+    side, sub = where(joined, frames[0])
     part[(side, "")] += 1
     if sub:
         part[(side, sub)] += 1
+    if not side.startswith("guest"):
+        continue
+    for f in frames:
+        if interesting.search(f):
+            own[f[:100]] += 1
+            break
+    else:
+        own["guest code (JIT)" if "perf-" in frames[0] else "other: " + frames[0][:60]] += 1
+
+total = sum(own.values())
+print(f"{total} samples on the guest side\n")
+print("| share | where |\n|---|---|")
+for k, v in own.most_common(20):
+    print(f"| {100 * v / total:.1f}% | `{k}` |")
+
 ns = lambda n, share=1: n / share / freq * 1e9 / per_side
 print(f"\nCPU per message ({per_side} messages each side, {freq} Hz)\n")
 print("| side | part | ns / message |\n|---|---|---|")
