@@ -208,9 +208,10 @@ pub(crate) async fn native_consume(
     Ok(())
 }
 
+/// The median of `v`; `NaN` when it is empty (a side not measured).
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Resident memory of this process, from /proc (Linux).

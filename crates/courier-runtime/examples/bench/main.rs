@@ -7,6 +7,7 @@
 //! $B throughput backend=embedded guest=noop messages=200000 batch=100
 //! $B throughput backend=nats guest=uppercase messages=50000
 //! $B throughput backend=jetstream guest=transform messages=20000
+//! $B throughput side=guest messages=20000   # one side alone (scripts/instructions.sh)
 //! $B latency backend=embedded rate=5000 seconds=5
 //! $B instantiate count=200
 //! $B scaling backend=embedded messages=100000 chart=docs/perf   # with SVG charts

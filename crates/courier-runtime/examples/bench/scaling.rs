@@ -8,7 +8,7 @@ use plotters::prelude::RED;
 use crate::args::Args;
 use crate::chart::{self, GREEN, Panel, Series};
 use crate::harness::Setup;
-use crate::throughput::compare;
+use crate::throughput::{Side, compare};
 
 /// One point of a sweep: the swept value and the two rates.
 struct Point {
@@ -38,7 +38,7 @@ pub(crate) async fn scaling(args: &Args) -> anyhow::Result<()> {
             batch,
             ..base.clone()
         };
-        let (guest, native) = compare(&setup, n).await?;
+        let (guest, native) = compare(&setup, n, Side::Both).await?;
         println!(
             "| {batch} | {n} | {guest:.0} | {native:.0} | {:.2} |",
             guest / native
@@ -70,7 +70,7 @@ pub(crate) async fn scaling(args: &Args) -> anyhow::Result<()> {
             size,
             ..base.clone()
         };
-        let (guest, native) = compare(&setup, m).await?;
+        let (guest, native) = compare(&setup, m, Side::Both).await?;
         println!(
             "| {size} B | {m} | {guest:.0} | {native:.0} | {:.1} | {:.2} |",
             guest * size as f64 / 1e6,
@@ -94,7 +94,7 @@ pub(crate) async fn scaling(args: &Args) -> anyhow::Result<()> {
             concurrency,
             ..base.clone()
         };
-        let (guest, native) = compare(&setup, n).await?;
+        let (guest, native) = compare(&setup, n, Side::Both).await?;
         println!(
             "| {concurrency} | {n} | {guest:.0} | {native:.0} | {:.2} |",
             guest / native

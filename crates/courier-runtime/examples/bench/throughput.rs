@@ -72,16 +72,55 @@ pub(crate) async fn native_rate(runtime: &Runtime, setup: &Setup, n: usize) -> a
     Ok(rate)
 }
 
-/// (guest msg/s, native msg/s): medians of alternating rounds after a warm-up.
-pub(crate) async fn compare(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
+/// Which sides a run measures: both (the ratio), or one alone, for a
+/// count of its own work (`scripts/instructions.sh` runs each alone under
+/// callgrind).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Both,
+    Guest,
+    Native,
+}
+
+impl Side {
+    fn of(args: &Args) -> anyhow::Result<Self> {
+        match args.str("side", "both").as_str() {
+            "both" => Ok(Self::Both),
+            "guest" => Ok(Self::Guest),
+            "native" => Ok(Self::Native),
+            other => bail!("bad value `{other}` for `side` (both, guest or native)"),
+        }
+    }
+
+    fn guest(self) -> bool {
+        self != Self::Native
+    }
+
+    fn native(self) -> bool {
+        self != Self::Guest
+    }
+}
+
+/// (guest msg/s, native msg/s): medians of alternating rounds after a
+/// warm-up of a tenth of `n`, for the sides asked for (`NaN` for the other).
+pub(crate) async fn compare(setup: &Setup, n: usize, side: Side) -> anyhow::Result<(f64, f64)> {
     let ns = ns();
     let runtime = start(setup, &ns).await?;
-    guest_rate(&runtime, setup, &ns, (n / 10).max(1)).await?;
-    native_rate(&runtime, setup, (n / 10).max(1)).await?;
+    let warm_up = (n / 10).max(1);
+    if side.guest() {
+        guest_rate(&runtime, setup, &ns, warm_up).await?;
+    }
+    if side.native() {
+        native_rate(&runtime, setup, warm_up).await?;
+    }
     let (mut g, mut nat) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        g.push(guest_rate(&runtime, setup, &ns, n).await?);
-        nat.push(native_rate(&runtime, setup, n).await?);
+        if side.guest() {
+            g.push(guest_rate(&runtime, setup, &ns, n).await?);
+        }
+        if side.native() {
+            nat.push(native_rate(&runtime, setup, n).await?);
+        }
     }
     runtime.stop().await;
     Ok((median(g), median(nat)))
@@ -97,7 +136,7 @@ pub(crate) async fn throughput(args: &Args) -> anyhow::Result<()> {
         pooling: false,
     };
     let n = args.get("messages", 200_000)?;
-    let (g, nat) = compare(&setup, n).await?;
+    let (g, nat) = compare(&setup, n, Side::of(args)?).await?;
     let size = match setup.guest.as_str() {
         "transform" => {
             let orders = inputs("transform", "t", 1000, 0);
@@ -106,12 +145,19 @@ pub(crate) async fn throughput(args: &Args) -> anyhow::Result<()> {
         }
         _ => format!("{} B", setup.size),
     };
+    // A side not measured shows as `-`, and so does the ratio.
+    let shown = |x: f64, digits: usize| match x.is_nan() {
+        true => "-".to_string(),
+        false => format!("{x:.digits$}"),
+    };
     println!(
-        "| {} | {} | {} | {size} | {n} | {g:.0} | {nat:.0} | {:.2} |",
+        "| {} | {} | {} | {size} | {n} | {} | {} | {} |",
         setup.backend,
         setup.guest,
         setup.batch,
-        g / nat
+        shown(g, 0),
+        shown(nat, 0),
+        shown(g / nat, 2)
     );
     Ok(())
 }
