@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Counts the instructions each side of the throughput benchmark executes per
-# message, with valgrind's callgrind: the same count for the same build and
-# inputs whatever else the machine is doing, so a change of a few percent in
+# message, with valgrind's callgrind: for the same build and inputs the count
+# moves by 1-4 % between runs, whatever else the machine is doing (it counts
+# user-space instructions, not time), so a change of a few percent in
 # Courier's own work shows, where wall-clock rates move 10-15 % from run to
 # run. (It counts the benchmark's process only: a remote broker's own work
 # is not in it.)
@@ -32,11 +33,18 @@ cargo build --release -p courier-runtime --example bench
 bench="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# What a failed run said: its error, else the end of its log.
+why() { grep -m1 -A3 '^Error' "$1" >&2 || tail -5 "$1" >&2; }
 # One run first that compiles the guest into the engine's cache, so that no
 # counted run compiles it. Under valgrind too: the processor valgrind shows
 # has other features than the real one, so its compiled code is cached apart.
 valgrind --tool=none --smc-check=all-non-file \
-  "$bench" throughput "backend=$backend" "guest=$guest" messages=1000 >/dev/null 2>&1
+  "$bench" throughput "backend=$backend" "guest=$guest" messages=1000 \
+  >"$out/warm-up.txt" 2>"$out/warm-up.log" || {
+  echo "instructions.sh: the warm-up run failed:" >&2
+  why "$out/warm-up.log"
+  exit 1
+}
 for side in guest native; do
   for n in "$messages" "$((messages * 2))"; do
     # --smc-check: the engine writes the guest's machine code at run time.
@@ -44,7 +52,8 @@ for side in guest native; do
       --callgrind-out-file="$out/$side.$n" \
       "$bench" throughput "backend=$backend" "guest=$guest" "side=$side" "messages=$n" \
       >"$out/$side.$n.txt" 2>"$out/$side.$n.log" || {
-      tail -5 "$out/$side.$n.log" >&2
+      echo "instructions.sh: the $side side's run of $n messages failed:" >&2
+      why "$out/$side.$n.log"
       exit 1
     }
     callgrind_annotate --inclusive=no --auto=no --threshold=100 "$out/$side.$n" \
