@@ -79,27 +79,23 @@ def functions(path):
         cost[name] += int(m.group(1).replace(",", ""))
     return cost
 
+# Each function's part: the first pattern (a regular expression) it matches.
+PARTS = [
+    (r"^\?\?\?", "the guest's code (compiled wasm: its bindings and allocator)"),
+    (r"malloc|free|_int_|unlink_chunk|__rdl_|__rust_(alloc|dealloc)", "host allocator"),
+    (r"memcpy|memmove|memcmp|memset", "memcpy and friends"),
+    (r"courier_wasi_messaging", "Courier: lowering into the guest (lower.rs)"),
+    (r"wasmtime", "wasmtime (calls, realloc entries, traps)"),
+    (r"courier_runtime", "Courier: dispatcher (pump, queue, worker, tracker, settlement)"),
+    (r"courier_(embedded|nats|redis|mqtt|amqp|kafka|broker)|async_nats|lapin|rumqttc|redis::",
+     "the broker client or embedded broker"),
+    (r"bench::", "the benchmark (publisher, native consumer)"),
+    (r"tokio", "tokio"),
+]
+
 def part(name):
     """Which part of the work a function is."""
-    if name.startswith("???"):
-        return "the guest's code (compiled wasm: its bindings and allocator)"
-    if re.search(r"malloc|free|_int_|unlink_chunk|__rdl_|__rust_(alloc|dealloc)", name):
-        return "host allocator"
-    if re.search(r"memcpy|memmove|memcmp|memset", name):
-        return "memcpy and friends"
-    if "courier_wasi_messaging" in name:
-        return "Courier: lowering into the guest (lower.rs)"
-    if "wasmtime" in name:
-        return "wasmtime (calls, realloc entries, traps)"
-    if "courier_runtime" in name:
-        return "Courier: dispatcher (pump, queue, worker, tracker, settlement)"
-    if re.search(r"courier_(embedded|nats|redis|mqtt|amqp|kafka|broker)|async_nats|lapin|rumqttc|redis::", name):
-        return "the broker client or embedded broker"
-    if "bench::" in name:
-        return "the benchmark (publisher, native consumer)"
-    if "tokio" in name:
-        return "tokio"
-    return "other"
+    return next((p for pattern, p in PARTS if re.search(pattern, name)), "other")
 
 per = {}
 for side in ("guest", "native"):
