@@ -107,10 +107,11 @@ impl Tracker {
     pub fn ids(&self, ns: &[u64]) -> Ids {
         let mut text = String::with_capacity(ns.len() * (self.prefix.len() + 8));
         let mut ends = Vec::with_capacity(ns.len());
+        let mut digits = itoa::Buffer::new();
         for &n in ns {
             text.push_str(&self.prefix);
             text.push('-');
-            text.push_str(itoa(n, &mut [0; 20]));
+            text.push_str(digits.format(n));
             ends.push(text.len());
         }
         Ids { text, ends }
@@ -253,20 +254,6 @@ impl std::fmt::Display for IdRange<'_> {
             write!(f, "{prefix}-{first} .. {prefix}-{last}")
         }
     }
-}
-
-/// Formats `n` in decimal into `buf`, without allocating.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("ascii digits")
 }
 
 #[cfg(test)]
