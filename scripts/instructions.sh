@@ -60,8 +60,9 @@ for side in guest native; do
       >"$out/$side.$n.functions"
   done
 done
-# `throughput` runs a warm-up of a tenth of the messages and three rounds.
-added="$((messages * 3 + messages / 10))"
+# The messages the larger run adds, from what each run says it handled.
+handled() { grep -o '[0-9]* messages through each side' "$1" | cut -d' ' -f1; }
+added="$(($(handled "$out/guest.$((messages * 2)).log") - $(handled "$out/guest.$messages.log")))"
 python3 - "$out" "$messages" "$added" "$backend" "$guest" <<'PY'
 import collections, re, sys
 out, n, added, backend, guest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]

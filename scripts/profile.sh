@@ -27,9 +27,10 @@ COURIER_PERF_MAP=1 perf record -F "$freq" --call-graph dwarf,32768 -o "$out/perf
   "$bench" throughput backend=embedded guest=noop "messages=$messages" \
   >/dev/null 2>"$out/record.log"
 perf script -i "$out/perf.data" 2>/dev/null >"$out/perf.txt"
-# `throughput` runs a warm-up of messages/10 and three rounds on each side
-# (examples/bench/throughput.rs); the publisher runs for both sides.
-python3 - "$out/perf.txt" "$freq" "$((messages * 3 + messages / 10))" <<'PY'
+# The messages each side handled (warm-up and rounds), as the benchmark says
+# on stderr; the publisher runs for both sides.
+per_side="$(grep -o '[0-9]* messages through each side' "$out/record.log" | cut -d' ' -f1)"
+python3 - "$out/perf.txt" "$freq" "$per_side" <<'PY'
 import collections, re, sys
 stacks = open(sys.argv[1]).read().split("\n\n")
 freq, per_side = int(sys.argv[2]), int(sys.argv[3])

@@ -123,6 +123,13 @@ pub(crate) async fn compare(setup: &Setup, n: usize, side: Side) -> anyhow::Resu
         }
     }
     runtime.stop().await;
+    // For the scripts that turn a whole run's cost into a cost per message
+    // (scripts/profile.sh, scripts/instructions.sh): on stderr, apart from
+    // the table.
+    eprintln!(
+        "throughput: {} messages through each side measured",
+        warm_up + ROUNDS * n
+    );
     Ok((median(g), median(nat)))
 }
 
