@@ -121,10 +121,17 @@ impl LocalRetries {
                 }
                 Err(wake) => wake,
             };
-            let far = Instant::now() + Duration::from_secs(3600);
+            // A timer only while a retry waits: with none, nothing but the
+            // source or a new retry can end the wait.
+            let due = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 item = source.next() => return Next::Source(item),
-                _ = tokio::time::sleep_until(wake.unwrap_or(far)) => {}
+                _ = due => {}
                 _ = notified => {}
             }
         }
@@ -222,6 +229,24 @@ mod tests {
         d.acker.release().await.unwrap();
         match retries.next_from(&mut source).await {
             Next::Retry(d) => assert_eq!(d.attempt, 3),
+            Next::Source(_) => panic!("the source is empty"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nack_during_an_idle_wait_ends_it() {
+        // Waiting with no retry pending (no timer): a nack meanwhile wakes
+        // the wait, which then hands the message out once it is due.
+        let retries = LocalRetries::new();
+        let mut source = futures::stream::pending::<u32>();
+        let d = retries.delivery(Message::new("t", "x"), 1);
+        let nack = async {
+            tokio::task::yield_now().await;
+            d.acker.nack(Duration::from_millis(10)).await.unwrap();
+        };
+        let (next, ()) = tokio::join!(retries.next_from(&mut source), nack);
+        match next {
+            Next::Retry(d) => assert_eq!(d.attempt, 2),
             Next::Source(_) => panic!("the source is empty"),
         }
     }

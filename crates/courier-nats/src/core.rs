@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use courier_broker::backend::{Delivery, Mode, Subscription, SubscriptionSpec};
 use courier_broker::retry::{LocalRetries, Next};
 use courier_broker::{BrokerError, Message};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::connection_error;
 use crate::headers::{from_nats, to_headers};
@@ -92,12 +92,12 @@ struct CoreSubscription {
     retries: Arc<LocalRetries>,
 }
 
-#[async_trait]
-impl Subscription for CoreSubscription {
-    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let subscriber = self.subscriber.as_mut()?;
-        match self.retries.next_from(subscriber).await {
-            Next::Retry(d) => Some(Ok(d)),
+impl CoreSubscription {
+    /// The delivery for what [`LocalRetries::next_from`] found; `None` once
+    /// the subscription has ended.
+    fn delivery(&self, next: Next<Option<async_nats::Message>>) -> Option<Delivery> {
+        match next {
+            Next::Retry(d) => Some(d),
             Next::Source(m) => {
                 let m = m?;
                 let message = from_nats(
@@ -107,9 +107,43 @@ impl Subscription for CoreSubscription {
                     m.payload,
                     false,
                 );
-                Some(Ok(self.retries.delivery(message, 1)))
+                Some(self.retries.delivery(message, 1))
             }
         }
+    }
+}
+
+#[async_trait]
+impl Subscription for CoreSubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        let subscriber = self.subscriber.as_mut()?;
+        let next = self.retries.next_from(subscriber).await;
+        self.delivery(next).map(Ok)
+    }
+
+    /// Waits for the first delivery, then takes along those that have
+    /// arrived already, up to `max`: the client hands core NATS messages
+    /// over one at a time through a channel, and taking what is there
+    /// without waiting (a receive, no I/O) saves each one a call of its own
+    /// through the host's pump. Cancel-safe: nothing is taken across an
+    /// `await` but the first.
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, BrokerError>> {
+        let subscriber = self.subscriber.as_mut()?;
+        let next = self.retries.next_from(subscriber).await;
+        let first = self.delivery(next)?;
+        let mut out = vec![first];
+        while out.len() < max {
+            let Some(subscriber) = self.subscriber.as_mut() else {
+                break;
+            };
+            let ready = self.retries.next_from(subscriber).now_or_never();
+            // Nothing ready, or the end: the end comes on the next call.
+            match ready.and_then(|next| self.delivery(next)) {
+                Some(d) => out.push(d),
+                None => break,
+            }
+        }
+        Some(Ok(out))
     }
 
     async fn close(&mut self) -> Result<(), BrokerError> {

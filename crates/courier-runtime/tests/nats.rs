@@ -135,6 +135,66 @@ async fn unreachable_server_is_a_connection_error() {
     );
 }
 
+/// Core NATS hands over what has arrived in one batch, bounded by `max`,
+/// in order, and a nacked delivery comes back through a batch too.
+async fn core_batches_take_what_has_arrived_in_order() {
+    let toml = format!("[clients.default]\n{}\n", Broker::Nats.client());
+    let runtime = Runtime::new(Config::from_toml(&toml).unwrap()).unwrap();
+    let backend = runtime.clients().get("default").await.unwrap();
+    let subject = unique("batch");
+    let pattern = Pattern::parse(&subject).unwrap();
+    // Two subscriptions on the one connection: the server writes each
+    // message to both before the next, and the client reads them in that
+    // order, so once `witness` has the last message, `sub` holds all of
+    // the ones before it.
+    let mut sub = backend
+        .subscribe(SubscriptionSpec::broadcast(pattern.clone()))
+        .await
+        .unwrap();
+    let mut witness = backend
+        .subscribe(SubscriptionSpec::broadcast(pattern))
+        .await
+        .unwrap();
+    let mut messages: Vec<Message> = (0..50)
+        .map(|i| Message::new(subject.clone(), i.to_string()))
+        .collect();
+    messages.push(Message::new(subject.clone(), "last"));
+    backend.publish(messages).await.unwrap();
+    loop {
+        let d = next_delivery(&mut witness).await;
+        if &d.message.data[..] == b"last" {
+            break;
+        }
+    }
+    let data = |ds: &[courier_broker::Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| String::from_utf8_lossy(&d.message.data).into_owned())
+            .collect()
+    };
+    let first = sub.next_batch(20).await.unwrap().unwrap();
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(data(&first), expected, "the first 20, at once and in order");
+    let rest = sub.next_batch(30).await.unwrap().unwrap();
+    let expected: Vec<String> = (20..50).map(|i| i.to_string()).collect();
+    assert_eq!(data(&rest), expected, "the next 30, at once and in order");
+    // A nacked delivery is redelivered in process, at the next attempt.
+    let nacked = first.into_iter().next().unwrap();
+    nacked.acker.nack(Duration::ZERO).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(data, _)| data == "0") {
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(10))
+            .await
+            .expect("a batch in time")
+            .unwrap()
+            .unwrap();
+        assert!(batch.len() <= 10, "{} over the bound", batch.len());
+        seen.extend(batch.iter().zip(data(&batch)).map(|(d, s)| (s, d.attempt)));
+    }
+    assert!(seen.contains(&("0".to_string(), 2)), "{seen:?}");
+    sub.close().await.unwrap();
+    witness.close().await.unwrap();
+}
+
 fn main() -> ExitCode {
     let mut trials = Trials::new();
     trials.tokio(
@@ -146,6 +206,11 @@ fn main() -> ExitCode {
         "unreachable_server_is_a_connection_error",
         &[],
         unreachable_server_is_a_connection_error,
+    );
+    trials.tokio(
+        "core_batches_take_what_has_arrived_in_order",
+        &[Need::Broker(Broker::Nats)],
+        core_batches_take_what_has_arrived_in_order,
     );
     trials.tokio(
         "jetstream_does_not_redeliver_what_courier_holds",
