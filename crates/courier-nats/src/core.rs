@@ -93,10 +93,11 @@ struct CoreSubscription {
 }
 
 impl CoreSubscription {
-    /// The delivery for what [`LocalRetries::next_from`] found; `None` once
-    /// the subscription has ended.
-    fn delivery(&self, next: Next<Option<async_nats::Message>>) -> Option<Delivery> {
-        match next {
+    /// The next delivery: a due in-process redelivery or the next message;
+    /// `None` once the subscription has ended. Cancel-safe.
+    async fn arrived(&mut self) -> Option<Delivery> {
+        let subscriber = self.subscriber.as_mut()?;
+        match self.retries.next_from(subscriber).await {
             Next::Retry(d) => Some(d),
             Next::Source(m) => {
                 let m = m?;
@@ -116,9 +117,7 @@ impl CoreSubscription {
 #[async_trait]
 impl Subscription for CoreSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let subscriber = self.subscriber.as_mut()?;
-        let next = self.retries.next_from(subscriber).await;
-        self.delivery(next).map(Ok)
+        self.arrived().await.map(Ok)
     }
 
     /// Waits for the first delivery, then takes along those that have
@@ -128,17 +127,10 @@ impl Subscription for CoreSubscription {
     /// through the host's pump. Cancel-safe: nothing is taken across an
     /// `await` but the first.
     async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, BrokerError>> {
-        let subscriber = self.subscriber.as_mut()?;
-        let next = self.retries.next_from(subscriber).await;
-        let first = self.delivery(next)?;
-        let mut out = vec![first];
+        let mut out = vec![self.arrived().await?];
         while out.len() < max {
-            let Some(subscriber) = self.subscriber.as_mut() else {
-                break;
-            };
-            let ready = self.retries.next_from(subscriber).now_or_never();
             // Nothing ready, or the end: the end comes on the next call.
-            match ready.and_then(|next| self.delivery(next)) {
+            match self.arrived().now_or_never().flatten() {
                 Some(d) => out.push(d),
                 None => break,
             }
